@@ -1,0 +1,5 @@
+"""`python -m hybridroute` runs the command line."""
+
+from hybridroute.cli import main
+
+main()

@@ -1,0 +1,81 @@
+"""The data-plane ASGI app: an exact-match route table over the few public endpoints.
+
+It serves whatever `Runtime` its holder currently has, so a reload can swap the runtime without
+touching the app. Unknown paths get 404 and wrong methods 405, in the same error shape as every
+other error; an unexpected exception becomes a 500 without taking the server down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from hybridroute.api.chat import ChatEndpoint
+from hybridroute.api.http import Receive, Scope, Send, send_error, send_json
+from hybridroute.api.status import health_body, models_body, readiness
+from hybridroute.errors import GatewayError, MethodNotAllowed, NotFound
+from hybridroute.runtime import Runtime
+
+__all__ = ["DataPlane"]
+
+log = logging.getLogger("hybridroute.api")
+
+_Handler = Callable[[Runtime, Scope, Receive, Send], Awaitable[None]]
+
+
+class DataPlane:
+    """Routes data-plane requests to their handlers."""
+
+    def __init__(self, current_runtime: Callable[[], Runtime | None], max_body_bytes: int) -> None:
+        self._runtime = current_runtime
+        chat = ChatEndpoint(max_body_bytes)
+
+        async def chat_completions(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+            await chat(rt.gateway, scope, receive, send)
+
+        self._table: dict[str, dict[str, _Handler]] = {
+            "/v1/chat/completions": {"POST": chat_completions},
+            "/chat/completions": {"POST": chat_completions},
+            "/health": {"GET": _health},
+            "/ready": {"GET": _ready},
+            "/v1/models": {"GET": _models},
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        runtime = self._runtime()
+        path: str = scope["path"]
+        methods = self._table.get(path)
+        try:
+            if methods is None:
+                raise NotFound(
+                    f"no endpoint at {path}; the gateway serves POST /v1/chat/completions"
+                )
+            handler = methods.get(scope["method"])
+            if handler is None:
+                raise MethodNotAllowed(
+                    f"{scope['method']} is not allowed on {path}; use {', '.join(methods)}",
+                    tuple(methods),
+                )
+            if runtime is None:
+                raise GatewayError("the gateway is starting; retry in a moment")
+            await handler(runtime, scope, receive, send)
+        except GatewayError as error:
+            await send_error(send, error)
+        except Exception:
+            log.exception("unhandled error serving %s %s", scope["method"], path)
+            await send_error(send, GatewayError("internal error; the gateway logged the details"))
+
+
+async def _health(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    await send_json(send, 200, health_body(runtime))
+
+
+async def _ready(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    status, body = readiness(runtime)
+    await send_json(send, status, body)
+
+
+async def _models(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    await send_json(send, 200, models_body(runtime))

@@ -1,0 +1,86 @@
+"""The gateway as one ASGI application, and the function that serves it.
+
+The ASGI lifespan builds the `Runtime` from the config, starts it (routes connect), and closes
+it on shutdown; requests are served by the data plane against the current runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from hybridroute._clock import Clock
+from hybridroute.api import DataPlane
+from hybridroute.api.http import Receive, Scope, Send
+from hybridroute.config.schema import GatewayConfig
+from hybridroute.runtime import Runtime
+from hybridroute.serving import EmbeddedServer
+
+__all__ = ["GatewayApp", "create_app", "run_gateway"]
+
+log = logging.getLogger("hybridroute")
+
+
+class GatewayApp:
+    """ASGI app: lifespan owns the runtime; HTTP goes to the data plane."""
+
+    def __init__(self, config: GatewayConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.runtime: Runtime | None = None
+        self._clock = clock
+        self._data_plane = DataPlane(lambda: self.runtime, config.server.max_body_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self._data_plane(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        runtime = Runtime(self.config, clock=self._clock)
+        try:
+            await runtime.start()
+        except Exception as exc:
+            log.exception("gateway failed to start")
+            await runtime.aclose()
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        self.runtime = runtime
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        self.runtime = None
+        await runtime.aclose()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def create_app(config: GatewayConfig, *, clock: Clock | None = None) -> GatewayApp:
+    """The gateway's ASGI app for a validated config."""
+    return GatewayApp(config, clock=clock)
+
+
+async def run_gateway(
+    config: GatewayConfig,
+    *,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve the gateway until SIGINT/SIGTERM (or `stop` is set)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    server = EmbeddedServer(create_app(config), host=host, port=port, name="gateway", lifespan="on")
+    await server.start()
+    if on_ready is not None:
+        on_ready(server.url)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()

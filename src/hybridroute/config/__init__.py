@@ -1,0 +1,1 @@
+"""Configuration: the YAML schema, the seed defaults, cross-reference checks and loading."""

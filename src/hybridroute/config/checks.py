@@ -1,0 +1,231 @@
+"""Cross-reference checks: rules that relate one part of a configuration to another.
+
+The seed's failed deployment ("Expected emergency to route to direct_bedrock, got direct") was
+one upstream known by two names. These checks make that configuration impossible to load: a
+matrix row must name a defined route, a canonical id must have its canonical kind, and one
+upstream may not be defined twice under different ids. Each issue names its path.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+
+from hybridroute.config.schema import (
+    ID_PATTERN,
+    REGION_PATTERN,
+    BedrockRouteConfig,
+    GatewayConfig,
+    McpRouteConfig,
+    RouteConfig,
+    RoutingRuleConfig,
+)
+from hybridroute.errors import ConfigIssue
+from hybridroute.types import BUILTIN_OPERATION_TYPES, CANONICAL_ROUTE_KINDS
+
+__all__ = ["check_config", "check_matrix", "upstream_identity"]
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def upstream_identity(route: RouteConfig) -> tuple[str, ...]:
+    """What makes two route definitions the same upstream."""
+    if isinstance(route, BedrockRouteConfig):
+        endpoint = route.endpoint_url or f"https://bedrock-runtime.{route.region}.amazonaws.com"
+        per_op = ",".join(f"{k}={v}" for k, v in sorted(route.model_ids.items()))
+        return ("bedrock", endpoint, route.region, route.model_id, per_op)
+    target = " ".join(route.command or ()) if route.transport == "stdio" else (route.url or "")
+    return ("mcp", route.transport, target, route.tool)
+
+
+def _describe(identity: tuple[str, ...]) -> str:
+    if identity[0] == "bedrock":
+        return f"bedrock {identity[2]} model {identity[3]} at {identity[1]}"
+    return f"mcp {identity[1]} {identity[2]} tool {identity[3]}"
+
+
+def _check_routes(routes: Mapping[str, RouteConfig]) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    seen: dict[tuple[str, ...], str] = {}
+    for route_id, route in routes.items():
+        path = f"routes.{route_id}"
+        if not ID_PATTERN.match(route_id):
+            issues.append(
+                ConfigIssue(
+                    path,
+                    f"route id {route_id!r} is not allowed",
+                    "use lower-case letters, digits and '_', starting with a letter",
+                )
+            )
+        canonical = CANONICAL_ROUTE_KINDS.get(route_id)
+        if canonical is not None and route.type != canonical.value:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.type",
+                    f"{route_id!r} is a canonical route id and must be of type "
+                    f"{canonical.value!r}, not {route.type!r}",
+                    "give this route another id",
+                )
+            )
+        identity = upstream_identity(route)
+        first = seen.get(identity)
+        if first is not None:
+            issues.append(
+                ConfigIssue(
+                    path,
+                    f"routes {first!r} and {route_id!r} are two ids for one upstream "
+                    f"({_describe(identity)})",
+                    f"keep one id for it and use that id everywhere; remove routes.{route_id} "
+                    f"or routes.{first}",
+                )
+            )
+        else:
+            seen[identity] = route_id
+        region = route.region if isinstance(route, McpRouteConfig) else None
+        if region is not None and not REGION_PATTERN.match(region):
+            issues.append(
+                ConfigIssue(
+                    f"{path}.region",
+                    f"{region!r} is not a region name",
+                    "write it like 'eu-central-1'",
+                )
+            )
+    return issues
+
+
+def check_matrix(
+    matrix: Mapping[str, RoutingRuleConfig],
+    routes: Mapping[str, RouteConfig],
+    *,
+    path: str = "matrix",
+) -> list[ConfigIssue]:
+    """Check a routing matrix against the defined routes. Used at load and on admin updates."""
+    issues: list[ConfigIssue] = []
+    defined = sorted(routes)
+    for op in BUILTIN_OPERATION_TYPES:
+        if op not in matrix:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.{op}",
+                    f"the matrix has no row for operation type {op!r}",
+                    "every built-in operation type needs a row: "
+                    + ", ".join(BUILTIN_OPERATION_TYPES),
+                )
+            )
+    for op, rule in matrix.items():
+        row = f"{path}.{op}"
+        if not ID_PATTERN.match(op):
+            issues.append(
+                ConfigIssue(
+                    row,
+                    f"operation type {op!r} is not allowed",
+                    "use lower-case letters, digits and '_', starting with a letter",
+                )
+            )
+        for field, route_id in (("primary", rule.primary), ("fallback", rule.fallback)):
+            if route_id is not None and route_id not in routes:
+                issues.append(
+                    ConfigIssue(
+                        f"{row}.{field}",
+                        f"unknown route {route_id!r}{_did_you_mean(route_id, defined)}",
+                        f"defined routes: {', '.join(defined)}",
+                    )
+                )
+        if rule.fallback is not None and rule.fallback == rule.primary:
+            issues.append(
+                ConfigIssue(
+                    f"{row}.fallback",
+                    f"fallback {rule.fallback!r} is the same route as the primary",
+                    "name a different route, or null for no fallback",
+                )
+            )
+    return issues
+
+
+def check_config(config: GatewayConfig) -> list[ConfigIssue]:
+    """Every cross-reference rule of a whole configuration."""
+    issues = _check_routes(config.routes)
+    issues += check_matrix(config.matrix, config.routes)
+    ops = sorted(config.matrix)
+    for op in config.operations:
+        if op not in config.matrix:
+            issues.append(
+                ConfigIssue(
+                    f"operations.{op}",
+                    f"operation type {op!r} has parameters but no matrix row"
+                    + _did_you_mean(op, ops),
+                    "add a row to 'matrix' or remove these parameters",
+                )
+            )
+    for route_id, route in config.routes.items():
+        if isinstance(route, BedrockRouteConfig):
+            for op in route.model_ids:
+                if op not in config.matrix:
+                    issues.append(
+                        ConfigIssue(
+                            f"routes.{route_id}.model_ids.{op}",
+                            f"unknown operation type {op!r}" + _did_you_mean(op, ops),
+                            f"operation types: {', '.join(ops)}",
+                        )
+                    )
+    issues += _check_routing(config, ops)
+    issues += _check_residency(config)
+    return issues
+
+
+def _check_routing(config: GatewayConfig, ops: list[str]) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    default_op = config.routing.default_operation_type
+    if default_op not in config.matrix:
+        issues.append(
+            ConfigIssue(
+                "routing.default_operation_type",
+                f"{default_op!r} has no matrix row" + _did_you_mean(default_op, ops),
+                f"operation types: {', '.join(ops)}",
+            )
+        )
+    mcp_only = config.routing.mcp_only_route
+    target = config.routes.get(mcp_only)
+    if target is None:
+        issues.append(
+            ConfigIssue(
+                "routing.mcp_only_route",
+                f"unknown route {mcp_only!r}" + _did_you_mean(mcp_only, sorted(config.routes)),
+                "MCP-only mode (flags off) needs an MCP route to send every operation to",
+            )
+        )
+    elif target.type != "mcp":
+        issues.append(
+            ConfigIssue(
+                "routing.mcp_only_route",
+                f"route {mcp_only!r} is of type {target.type!r}, not 'mcp'",
+                "name a route of type 'mcp'",
+            )
+        )
+    return issues
+
+
+def _check_residency(config: GatewayConfig) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for name, regions in config.residency.region_sets.items():
+        if not ID_PATTERN.match(name):
+            issues.append(
+                ConfigIssue(
+                    f"residency.region_sets.{name}",
+                    f"region set name {name!r} is not allowed",
+                    "use lower-case letters, digits and '_'",
+                )
+            )
+        for region in regions:
+            if not REGION_PATTERN.match(region):
+                issues.append(
+                    ConfigIssue(
+                        f"residency.region_sets.{name}",
+                        f"{region!r} is not a region name",
+                        "write it like 'eu-central-1'",
+                    )
+                )
+    return issues

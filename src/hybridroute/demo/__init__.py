@@ -1,0 +1,1 @@
+"""The demo: the embedded default configuration, the runner and synthetic traffic."""

@@ -1,0 +1,120 @@
+"""`hybridroute demo`: both upstream simulators, the gateway on its embedded default, and light
+synthetic traffic, all in one process on loopback, with a banner saying where to look."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hybridroute.app import create_app
+from hybridroute.demo.config import embedded_config
+from hybridroute.demo.traffic import TrafficGenerator
+from hybridroute.serving import EmbeddedServer
+from hybridroute.simulators.bedrock import (
+    DEMO_ACCESS_KEY_ID,
+    DEMO_SECRET_ACCESS_KEY,
+    create_bedrock_app,
+)
+from hybridroute.simulators.knobs import Knobs
+from hybridroute.simulators.mcp_server import create_mcp_http_app
+
+__all__ = ["DemoOptions", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    port: int = 8080
+    host: str = "127.0.0.1"
+    traffic: bool = True
+    rate: float = 2.0
+    report_every_s: float = 15.0
+
+
+def _banner(gateway: str, bedrock: str, mcp: str, options: DemoOptions) -> str:
+    curl_body = '{"model":"default","messages":[{"role":"user","content":"hello"}]}'
+    traffic = (
+        f"Synthetic traffic: {options.rate:g} requests/s of mixed operation types "
+        "(--no-traffic turns it off)."
+        if options.traffic
+        else "No synthetic traffic (--no-traffic)."
+    )
+    return f"""
+hybridroute demo is running (embedded default: local simulators, in-memory state)
+
+  gateway             {gateway}    POST /v1/chat/completions (OpenAI-compatible)
+  health / ready      {gateway}/health    {gateway}/ready
+  models              {gateway}/v1/models
+  bedrock simulator   {bedrock}    knobs: {bedrock}/_sim/knobs
+  mcp simulator       {mcp}/mcp    knobs: {mcp}/_sim/knobs
+
+Try:
+  hybridroute route --url {gateway} --op emergency "Is the primary database down?"
+  curl -s {gateway}/v1/chat/completions -H 'content-type: application/json' \\
+       -H 'x-operation-type: standard' -d '{curl_body}'
+Simulate a Direct Bedrock outage and watch fallback-eligible operations move to mcp:
+  curl -s -X PATCH {bedrock}/_sim/knobs -d '{{"outage": true}}'
+  curl -s -X PATCH {bedrock}/_sim/knobs -d '{{"outage": false}}'
+
+{traffic} Ctrl-C stops everything.
+"""
+
+
+async def run_demo(
+    options: DemoOptions,
+    *,
+    out: Callable[[str], None],
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the demo until SIGINT/SIGTERM or until `stop` is set."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    bedrock_app = create_bedrock_app(
+        Knobs(latency_ms=120.0, jitter_ms=40.0, stream_chunks=6, stream_chunk_delay_ms=20.0),
+        credentials={DEMO_ACCESS_KEY_ID: DEMO_SECRET_ACCESS_KEY},
+    )
+    mcp_app = create_mcp_http_app(Knobs(latency_ms=80.0, jitter_ms=30.0))
+    async with contextlib.AsyncExitStack() as stack:
+        bedrock = await stack.enter_async_context(
+            EmbeddedServer(bedrock_app, host=options.host, name="bedrock-simulator", lifespan="on")
+        )
+        mcp = await stack.enter_async_context(
+            EmbeddedServer(mcp_app, host=options.host, name="mcp-simulator", lifespan="on")
+        )
+        config = embedded_config(
+            bedrock_url=bedrock.url, mcp_url=f"{mcp.url}/mcp", port=options.port
+        )
+        gateway = await stack.enter_async_context(
+            EmbeddedServer(
+                create_app(config),
+                host=options.host,
+                port=options.port,
+                name="gateway",
+                lifespan="on",
+            )
+        )
+        out(_banner(gateway.url, bedrock.url, mcp.url, options))
+        if options.traffic:
+            generator = TrafficGenerator(gateway.url, rate=options.rate)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(generator.run(stop))
+                tasks.create_task(_report(generator, stop, options.report_every_s, out))
+            out(generator.stats.line())
+        else:
+            await stop.wait()
+        out("stopping the demo")
+
+
+async def _report(
+    generator: TrafficGenerator, stop: asyncio.Event, every_s: float, out: Callable[[str], None]
+) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        if not stop.is_set():
+            out(generator.stats.line())

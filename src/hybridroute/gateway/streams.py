@@ -1,0 +1,109 @@
+"""An open stream: the route that answered first, its first event, and the rest on demand.
+
+Once the first event has gone to the client there is no fallback: a failure after that point, or
+the request's deadline passing, ends the stream with `StreamInterrupted`, and the attempt counts
+as failed on the route's breaker. A stream the client abandons gives its breaker permit back
+without an outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hybridroute._clock import Clock
+from hybridroute.errors import StreamInterrupted, UpstreamError
+from hybridroute.resilience.breaker import CircuitBreaker, Permit
+from hybridroute.types import RouteId, StreamEnd, StreamEvent
+
+if TYPE_CHECKING:
+    from hybridroute.gateway.attempts import Attempt
+    from hybridroute.providers import Route
+    from hybridroute.routing.policy import Decision
+
+__all__ = ["OpenStream"]
+
+
+@dataclass(eq=False)
+class OpenStream:
+    """A stream that has produced its first event."""
+
+    decision: Decision
+    route_client: Route
+    model: str
+    events_source: AsyncIterator[StreamEvent]
+    first: StreamEvent | None
+    breaker: CircuitBreaker
+    permit: Permit
+    attempts: tuple[Attempt, ...]
+    clock: Clock
+    started: float
+    upstream_s: float
+    _settled: bool = field(default=False, init=False)
+
+    @property
+    def route(self) -> RouteId:
+        return self.route_client.id
+
+    @property
+    def fallback(self) -> bool:
+        return self.route_client.id != self.decision.primary
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """Every event, the first included; the last is a `StreamEnd`."""
+        first, self.first = self.first, None
+        if first is not None:
+            yield first
+            if isinstance(first, StreamEnd):
+                self._succeed()
+                return
+        while True:
+            event = await self._next()
+            yield event
+            if isinstance(event, StreamEnd):
+                self._succeed()
+                return
+
+    async def _next(self) -> StreamEvent:
+        remaining = self.decision.deadline - self.clock.monotonic()
+        route = self.route_client.id
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                return await anext(self.events_source)
+        except TimeoutError:
+            budget = self.decision.budget_ms
+            raise self._fail(
+                f"{route} was still streaming when the {budget} ms latency budget ran out"
+            ) from None
+        except StopAsyncIteration:
+            raise self._fail(f"{route} ended the stream without a final event") from None
+        except UpstreamError as exc:
+            raise self._fail(f"{route} failed after the stream started: {exc.summary()}") from exc
+
+    def _succeed(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self.breaker.record_success(self.permit, self.clock.monotonic() - self.started)
+
+    def _fail(self, message: str) -> StreamInterrupted:
+        if not self._settled:
+            self._settled = True
+            self.breaker.record_failure(self.permit, message)
+        return StreamInterrupted(message, route=self.route_client.id)
+
+    async def aclose(self) -> None:
+        """Stop reading (the client went away, or the stream is done)."""
+        if not self._settled:
+            self._settled = True
+            self.breaker.release(self.permit)
+        aclose = getattr(self.events_source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def __repr__(self) -> str:
+        state = "settled" if self._settled else "open"
+        return f"<OpenStream {self.route_client.id} {self.decision.decision_id} {state}>"

@@ -1,0 +1,192 @@
+"""The Direct Bedrock route: Converse and ConverseStream over a pooled keep-alive HTTP client.
+
+Requests are signed with SigV4 by botocore (see `signing.py`) and sent with aiohttp to the
+route's regional endpoint, or to `endpoint_url` when configured (a VPC endpoint, a proxy, or the
+local simulator). Every failure leaves this module as a typed `UpstreamError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import aiohttp
+from botocore.eventstream import EventStreamBuffer, ParserError
+from yarl import URL
+
+from hybridroute.config.schema import BedrockRouteConfig
+from hybridroute.errors import UpstreamAuthError, UpstreamProtocolError
+from hybridroute.providers.bedrock.errors import error_from_response, transport_errors
+from hybridroute.providers.bedrock.signing import (
+    CredentialsUnavailable,
+    SigV4Signer,
+    resolve_credentials,
+)
+from hybridroute.providers.bedrock.wire import StreamDecoder, converse_body, parse_converse
+from hybridroute.signals import HealthStatus, RouteHealth
+from hybridroute.types import (
+    Completion,
+    GenerationRequest,
+    RouteId,
+    RouteKind,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+)
+
+__all__ = ["DirectBedrockRoute"]
+
+log = logging.getLogger("hybridroute.routes.bedrock")
+
+_JSON = "application/json"
+_EVENT_STREAM = "application/vnd.amazon.eventstream"
+_READY = RouteHealth(HealthStatus.HEALTHY)
+
+
+def _request_text(request: GenerationRequest) -> str:
+    return "\n".join([*request.system, *(m.content for m in request.messages)])
+
+
+class DirectBedrockRoute:
+    """A route to AWS Bedrock Runtime (or a Converse-compatible endpoint)."""
+
+    kind = RouteKind.BEDROCK
+
+    def __init__(self, route_id: RouteId, config: BedrockRouteConfig) -> None:
+        self._id = route_id
+        self._config = config
+        self._endpoint = (
+            config.endpoint_url or f"https://bedrock-runtime.{config.region}.amazonaws.com"
+        )
+        self._signer: SigV4Signer | None = None
+        self._credentials_problem = "credentials not resolved yet"
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def id(self) -> RouteId:
+        return self._id
+
+    @property
+    def region(self) -> str:
+        return self._config.region
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    @property
+    def min_attempt_s(self) -> float:
+        return self._config.min_attempt_ms / 1000.0
+
+    @property
+    def timeout_s(self) -> float:
+        return self._config.timeout_ms / 1000.0
+
+    def model_for(self, operation_type: str) -> str:
+        return self._config.model_for(operation_type)
+
+    def readiness(self) -> RouteHealth:
+        if self._signer is None:
+            return RouteHealth(HealthStatus.UNHEALTHY, self._credentials_problem)
+        return _READY
+
+    async def start(self) -> None:
+        try:
+            credentials = await asyncio.to_thread(resolve_credentials, self._config.credentials)
+        except CredentialsUnavailable as exc:
+            self._credentials_problem = f"no credentials: {exc}"
+            log.warning("route %s has no AWS credentials: %s", self._id, exc)
+        else:
+            self._signer = SigV4Signer(credentials, self._config.region)
+        connector = aiohttp.TCPConnector(
+            limit=self._config.max_connections,
+            keepalive_timeout=30,
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=self._config.connect_timeout_ms / 1000.0
+            ),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _url(self, model: str, operation: str) -> str:
+        return f"{self._endpoint}/model/{quote(model, safe='')}/{operation}"
+
+    @staticmethod
+    def _wire(url: str) -> URL:
+        # Send the path exactly as it was signed: left to itself, the URL parser would turn
+        # the %3A of a model id back into ':' and the signature would no longer match.
+        return URL(url, encoded=True)
+
+    async def _signed(self, url: str, body: bytes, accept: str) -> dict[str, str]:
+        if self._signer is None:
+            raise UpstreamAuthError(self._id, self._credentials_problem)
+        return await self._signer.sign(url, body, accept)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"route {self._id} is not started")
+        return self._session
+
+    async def complete(self, request: GenerationRequest, *, budget_s: float) -> Completion:
+        model = self.model_for(request.operation_type)
+        url = self._url(model, "converse")
+        body = converse_body(request)
+        headers = await self._signed(url, body, _JSON)
+        with transport_errors(self._id, self._endpoint):
+            async with self._client().post(self._wire(url), data=body, headers=headers) as response:
+                payload = await response.read()
+                if response.status != 200:
+                    raise error_from_response(self._id, response.status, response.headers, payload)
+        return parse_converse(self._id, model, payload, _request_text(request))
+
+    async def stream(
+        self, request: GenerationRequest, *, budget_s: float
+    ) -> AsyncIterator[StreamEvent]:
+        model = self.model_for(request.operation_type)
+        url = self._url(model, "converse-stream")
+        body = converse_body(request)
+        headers = await self._signed(url, body, _EVENT_STREAM)
+        decoder = StreamDecoder(self._id, _request_text(request))
+        with transport_errors(self._id, self._endpoint):
+            async with self._client().post(self._wire(url), data=body, headers=headers) as response:
+                if response.status != 200:
+                    payload = await response.read()
+                    raise error_from_response(self._id, response.status, response.headers, payload)
+                content_type = response.headers.get("content-type", "")
+                if not content_type.startswith(_EVENT_STREAM):
+                    raise UpstreamProtocolError(
+                        self._id,
+                        f"ConverseStream answered with content-type {content_type!r}, "
+                        f"expected {_EVENT_STREAM}",
+                    )
+                frames = EventStreamBuffer()
+                async for chunk in response.content.iter_any():
+                    frames.add_data(chunk)
+                    try:
+                        for message in frames:
+                            text = decoder.text_of(message)
+                            if text:
+                                yield TextDelta(text)
+                    except ParserError as exc:
+                        raise UpstreamProtocolError(
+                            self._id, f"malformed event-stream frame: {exc}"
+                        ) from exc
+        if decoder.stop_reason is None:
+            raise UpstreamProtocolError(
+                self._id, "the stream ended before Bedrock sent messageStop (cut off)"
+            )
+        yield StreamEnd(decoder.stop_reason, decoder.final_usage())
+
+    def __repr__(self) -> str:
+        return f"<DirectBedrockRoute {self._id} {self._config.region} {self._endpoint}>"

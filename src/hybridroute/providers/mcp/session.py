@@ -1,0 +1,236 @@
+"""One long-lived MCP client session per route, kept alive by a supervised task.
+
+The session task connects (spawning the server command for stdio, or opening the streamable HTTP
+endpoint), checks that the configured tool exists, and then holds the connection open. When a
+call finds the connection closed, or a connect attempt fails, the task reconnects with
+exponential backoff and jitter. Calls made while disconnected fail at once with
+`UpstreamUnavailable` (so the executor can fall back) unless a connect attempt is under way,
+in which case they wait for it, never longer than their own budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+from contextlib import AsyncExitStack
+from enum import StrEnum
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, CallToolResult, Implementation
+
+from hybridroute._clock import Clock
+from hybridroute._tasks import TaskSupervisor
+from hybridroute.config.schema import McpRouteConfig
+from hybridroute.errors import UpstreamUnavailable
+from hybridroute.providers.mcp.errors import from_mcp_error
+
+__all__ = ["McpSession", "SessionState"]
+
+log = logging.getLogger("hybridroute.routes.mcp")
+
+_CLIENT_INFO = Implementation(name="hybridroute", version="0.1.0")
+
+
+class SessionState(StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"
+    CLOSED = "closed"
+
+
+class _ToolMissing(Exception):
+    pass
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    if isinstance(exc, MCPError):
+        return f"MCP error {exc.code}: {exc.message}"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if str(exc) else text
+
+
+class McpSession:
+    """A reconnecting MCP client connection for one route."""
+
+    def __init__(
+        self,
+        route_id: str,
+        config: McpRouteConfig,
+        *,
+        clock: Clock,
+        supervisor: TaskSupervisor,
+    ) -> None:
+        self._route = route_id
+        self._config = config
+        self._clock = clock
+        self._supervisor = supervisor
+        self._client: Client | None = None
+        self._state = SessionState.CONNECTING
+        self._changed = asyncio.Event()
+        self._broken = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._rng = random.Random()
+        self.last_error: str | None = None
+        self.retry_at: float | None = None
+        self.connects = 0
+        self.tools: tuple[str, ...] = ()
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    def _set_state(self, state: SessionState) -> None:
+        self._state = state
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start the session task and wait (bounded) for the first connect attempt to finish."""
+        self._task = self._supervisor.spawn(self._run(), name=f"mcp-session-{self._route}")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._config.connect_timeout_ms / 1000.0 + 1.0):
+                while self._state is SessionState.CONNECTING:
+                    await self._changed.wait()
+
+    async def aclose(self) -> None:
+        self._closing = True
+        self._broken.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._set_state(SessionState.CLOSED)
+
+    async def _run(self) -> None:
+        backoff = self._config.reconnect_initial_ms / 1000.0
+        ceiling = self._config.reconnect_max_ms / 1000.0
+        while not self._stopping():
+            self._set_state(SessionState.CONNECTING)
+            try:
+                await self._hold_connection()
+                backoff = self._config.reconnect_initial_ms / 1000.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any connect failure means: back off, retry
+                self.last_error = _describe(exc)
+                log.warning("MCP route %s: connection failed: %s", self._route, self.last_error)
+            finally:
+                self._client = None
+                self._broken.clear()
+            if self._stopping():
+                break
+            delay = backoff * self._rng.uniform(0.8, 1.2)
+            self.retry_at = self._clock.monotonic() + delay
+            self._set_state(SessionState.BACKOFF)
+            await self._clock.sleep(delay)
+            backoff = min(backoff * 2, ceiling)
+
+    def _stopping(self) -> bool:
+        # A method, not the attribute, so type narrowing does not freeze it across awaits.
+        return self._closing
+
+    async def _hold_connection(self) -> None:
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(self._new_client(stack))
+            listing = await client.list_tools()
+            self.tools = tuple(tool.name for tool in listing.tools)
+            if self._config.tool not in self.tools:
+                raise _ToolMissing(
+                    f"the server offers no tool {self._config.tool!r} "
+                    f"(it offers: {', '.join(self.tools) or 'none'}); fix the route's 'tool'"
+                )
+            self._client = client
+            self.connects += 1
+            self.last_error = None
+            self.retry_at = None
+            self._set_state(SessionState.CONNECTED)
+            await self._broken.wait()
+            if not self._closing:
+                log.warning("MCP route %s: connection lost, reconnecting", self._route)
+
+    def _new_client(self, stack: AsyncExitStack) -> Client:
+        config = self._config
+        if config.transport == "stdio":
+            command = config.command or []
+            params = StdioServerParameters(
+                command=command[0], args=command[1:], env=config.env or None, cwd=config.cwd
+            )
+            return Client(
+                stdio_client(params, errlog=sys.stderr),
+                mode=config.protocol,
+                client_info=_CLIENT_INFO,
+                cache=None,
+            )
+        http = httpx2.AsyncClient(
+            headers=config.headers,
+            timeout=httpx2.Timeout(
+                config.timeout_ms / 1000.0, connect=config.connect_timeout_ms / 1000.0
+            ),
+        )
+        stack.push_async_callback(http.aclose)
+        return Client(
+            streamable_http_client(config.url or "", http_client=http),
+            mode=config.protocol,
+            client_info=_CLIENT_INFO,
+            cache=None,
+        )
+
+    async def call_tool(self, arguments: dict[str, Any], *, budget_s: float) -> CallToolResult:
+        """Call the route's tool, or raise a typed error."""
+        client = self._client
+        if client is None:
+            client = await self._wait_for_connection(budget_s)
+        try:
+            return await client.call_tool(
+                self._config.tool, arguments, read_timeout_seconds=budget_s
+            )
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:
+                self._broken.set()
+            raise from_mcp_error(self._route, self._config.tool, exc) from exc
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+            self._broken.set()
+            raise UpstreamUnavailable(
+                self._route, "the MCP connection broke during the call; reconnecting"
+            ) from exc
+        except httpx2.HTTPError as exc:
+            raise UpstreamUnavailable(self._route, f"MCP HTTP transport error: {exc}") from exc
+
+    async def _wait_for_connection(self, budget_s: float) -> Client:
+        if self._state is SessionState.CONNECTING:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(budget_s):
+                    while self._state is SessionState.CONNECTING:
+                        await self._changed.wait()
+        client = self._client
+        if client is None:
+            raise UpstreamUnavailable(
+                self._route, f"not connected to the MCP server ({self.describe()})"
+            )
+        return client
+
+    def describe(self) -> str:
+        """The session's state in words (for readiness and errors)."""
+        if self._state is SessionState.CONNECTED:
+            return f"connected, tool {self._config.tool!r}"
+        if self._state is SessionState.BACKOFF and self.retry_at is not None:
+            wait = max(0.0, self.retry_at - self._clock.monotonic())
+            return f"disconnected: {self.last_error}; reconnecting in {wait:.1f}s"
+        if self._state is SessionState.CONNECTING:
+            return "connecting" + (f" (last error: {self.last_error})" if self.last_error else "")
+        return self._state.value
+
+    def __repr__(self) -> str:
+        return f"<McpSession {self._route} {self._state.value} connects={self.connects}>"

@@ -1,0 +1,221 @@
+"""The decision policy: a pure function from (rule, health, flags, budget, residency, clock) to a
+`Decision` — the ordered routes to try, the deadline, and the reason in words.
+
+No I/O, no randomness, no hidden state: the same inputs give the same decision, which is why the
+whole matrix × health × flag space is covered by table-driven tests. The executor carries the
+decision out; this module only decides. The semantics are DESIGN.md §4:
+
+- flags: support mode off → no bedrock route at all (MCP-only mode); intelligent routing off →
+  everything to the MCP-only route; direct-bedrock fallback off → bedrock is never a fallback;
+- residency: only routes whose region is in the requested region set; none left → refused;
+- budget: ≥ 95 % refuses low priority, 100 % refuses everything but critical, 80–95 % prefers the
+  cheaper route for medium/low rows when both are healthy;
+- health: an unhealthy first route yields to a usable one; when none is usable, the first is
+  tried anyway (it is `forced`), which is how an emergency with no fallback still gets its try;
+- deadline: the row's latency budget, or a smaller one the caller asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hybridroute.errors import BudgetRefused, RequestError, ResidencyUnsatisfiable
+from hybridroute.routing.matrix import RoutingRule, Topology
+from hybridroute.signals import (
+    NO_BUDGET_PRESSURE,
+    BudgetLevel,
+    BudgetView,
+    FlagState,
+    HealthStatus,
+    HealthView,
+    RouteHealth,
+)
+from hybridroute.types import Priority, RouteId, RouteKind
+
+__all__ = ["Decision", "decide"]
+
+_HEALTHY = RouteHealth(HealthStatus.HEALTHY)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The result of the policy for one request."""
+
+    decision_id: str
+    rule: RoutingRule
+    routes: tuple[RouteId, ...]
+    forced: RouteId | None
+    deadline: float
+    budget_ms: int
+    reason: str
+
+    @property
+    def primary(self) -> RouteId:
+        """The matrix primary of the rule (a request served elsewhere is a fallback)."""
+        return self.rule.primary
+
+
+def decide(  # noqa: PLR0913 - the policy's inputs are exactly DESIGN.md §4's list
+    rule: RoutingRule,
+    *,
+    topology: Topology,
+    health: HealthView,
+    flags: FlagState,
+    now: float,
+    decision_id: str,
+    budget: BudgetView = NO_BUDGET_PRESSURE,
+    residency: str | None = None,
+    requested_budget_ms: int | None = None,
+) -> Decision:
+    """Decide which routes serve a request, in which order, by when, and why."""
+    _admit(rule, budget)
+    candidates, clause = _candidates(rule, topology, flags)
+    clauses = [clause]
+    if residency is not None:
+        candidates, residency_clause = _within_residency(candidates, residency, topology)
+        if residency_clause:
+            clauses.append(residency_clause)
+    candidates, cost_clause = _prefer_cheaper(candidates, rule, budget, health)
+    if cost_clause:
+        clauses.append(cost_clause)
+    routes, forced, health_clause = _order_by_health(candidates, health)
+    clauses.append(health_clause)
+    budget_ms = rule.latency_budget_ms
+    if requested_budget_ms is not None and requested_budget_ms < budget_ms:
+        budget_ms = requested_budget_ms
+        clauses.append(f"caller budget {budget_ms} ms")
+    return Decision(
+        decision_id=decision_id,
+        rule=rule,
+        routes=routes,
+        forced=forced,
+        deadline=now + budget_ms / 1000.0,
+        budget_ms=budget_ms,
+        reason="; ".join(clauses),
+    )
+
+
+def _admit(rule: RoutingRule, budget: BudgetView) -> None:
+    used = f"{budget.utilisation * 100:.0f}%"
+    if budget.level is BudgetLevel.EXHAUSTED and rule.priority is not Priority.CRITICAL:
+        raise BudgetRefused(
+            f"budget exhausted ({used} used): only critical operations are served until the "
+            f"window resets; {rule.operation_type} is {rule.priority.value} priority",
+            retry_after_s=budget.retry_after_s,
+        )
+    if budget.level is BudgetLevel.CRITICAL and rule.priority is Priority.LOW:
+        raise BudgetRefused(
+            f"budget at {used}: emergency cost controls throttle low-priority work; "
+            f"{rule.operation_type} is low priority, retry later",
+            retry_after_s=budget.retry_after_s,
+        )
+
+
+def _candidates(
+    rule: RoutingRule, topology: Topology, flags: FlagState
+) -> tuple[list[RouteId], str]:
+    mcp_only = topology.mcp_only_route
+    if not flags.intelligent_routing:
+        return [mcp_only], f"ENABLE_INTELLIGENT_ROUTING off: every operation goes to {mcp_only}"
+
+    def is_bedrock(route: RouteId) -> bool:
+        return topology.kinds.get(route) is RouteKind.BEDROCK
+
+    if not flags.bedrock_support_mode:
+        kept = [r for r in (rule.primary, rule.fallback) if r is not None and not is_bedrock(r)]
+        routes = kept or [mcp_only]
+        return routes, (
+            f"MCP-only mode (ENABLE_BEDROCK_SUPPORT_MODE off): {', '.join(routes)}, "
+            "no bedrock route"
+        )
+    if rule.fallback is None:
+        return [rule.primary], f"matrix: {rule.primary}, no fallback"
+    if is_bedrock(rule.fallback) and not flags.direct_bedrock_fallback:
+        return [rule.primary], (
+            f"matrix: {rule.primary}, fallback {rule.fallback} disabled "
+            "(ENABLE_DIRECT_BEDROCK_FALLBACK off)"
+        )
+    return [rule.primary, rule.fallback], f"matrix: {rule.primary}, fallback {rule.fallback}"
+
+
+def _within_residency(
+    candidates: list[RouteId], residency: str, topology: Topology
+) -> tuple[list[RouteId], str]:
+    allowed = topology.region_sets.get(residency)
+    if allowed is None:
+        raise RequestError(
+            f"unknown residency {residency!r}; configured region sets: "
+            f"{', '.join(sorted(topology.region_sets)) or 'none'}",
+            param="residency",
+        )
+    excluded = {r: topology.regions.get(r) for r in candidates}
+    excluded = {r: region for r, region in excluded.items() if region not in allowed}
+    kept = [r for r in candidates if r not in excluded]
+    if not kept:
+        listing = ", ".join(f"{r} ({region or 'no region'})" for r, region in excluded.items())
+        raise ResidencyUnsatisfiable(
+            f"no route satisfies residency {residency!r}: {listing} are outside "
+            f"{{{', '.join(sorted(allowed))}}}; the request was refused and sent nowhere",
+            residency=residency,
+            excluded=excluded,
+        )
+    if not excluded:
+        return kept, ""
+    listing = ", ".join(f"{r} ({region or 'no region'})" for r, region in excluded.items())
+    return kept, f"residency {residency} excludes {listing}"
+
+
+def _prefer_cheaper(
+    candidates: list[RouteId], rule: RoutingRule, budget: BudgetView, health: HealthView
+) -> tuple[list[RouteId], str]:
+    cheaper = budget.cheaper_route
+    if (
+        budget.level is not BudgetLevel.ELEVATED
+        or rule.priority not in (Priority.MEDIUM, Priority.LOW)
+        or cheaper is None
+        or len(candidates) < 2
+        or candidates[0] == cheaper
+        or cheaper not in candidates
+        or any(health.get(r, _HEALTHY).status is not HealthStatus.HEALTHY for r in candidates)
+    ):
+        return candidates, ""
+    reordered = [cheaper] + [r for r in candidates if r != cheaper]
+    return reordered, (
+        f"budget {budget.utilisation * 100:.0f}% used: preferring cheaper route {cheaper}"
+    )
+
+
+def _order_by_health(
+    candidates: list[RouteId], health: HealthView
+) -> tuple[tuple[RouteId, ...], RouteId | None, str]:
+    states = {r: health.get(r, _HEALTHY) for r in candidates}
+    first = candidates[0]
+    first_state = states[first]
+    if first_state.status is HealthStatus.HEALTHY:
+        return tuple(candidates), None, f"{first} healthy"
+    if first_state.status is HealthStatus.PROBING:
+        return tuple(candidates), None, f"{first} half-open, sending a probe"
+    usable = [r for r in candidates if states[r].usable]
+    if usable:
+        rest = [r for r in candidates if r not in usable]
+        return (
+            tuple(usable + rest),
+            None,
+            f"{first} unhealthy ({_detail(first_state)}): {usable[0]} first",
+        )
+    if len(candidates) == 1:
+        return (
+            (first,),
+            first,
+            f"{first} unhealthy ({_detail(first_state)}): no other route allowed, trying it anyway",
+        )
+    listing = "; ".join(f"{r}: {_detail(states[r])}" for r in candidates)
+    return (
+        tuple(candidates),
+        first,
+        f"all routes unhealthy ({listing}): trying {first} anyway",
+    )
+
+
+def _detail(state: RouteHealth) -> str:
+    return state.detail or state.status.value

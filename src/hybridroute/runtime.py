@@ -1,0 +1,106 @@
+"""The composition root: a validated config in, a running gateway's parts out.
+
+`Runtime.build()` wires routes, breakers, the health board, the flag store, the matrix, the
+executor and the gateway service. Nothing here is module-level state: a reload builds a new
+Runtime and swaps it in. `start()` opens every route's connections concurrently; `aclose()`
+closes them and drains background tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import TracebackType
+
+from hybridroute._clock import Clock, SystemClock
+from hybridroute._tasks import TaskSupervisor
+from hybridroute.config.schema import GatewayConfig
+from hybridroute.gateway import Executor, ExecutorSettings, Gateway
+from hybridroute.providers import Route, build_route
+from hybridroute.resilience.breaker import BreakerSettings, CircuitBreaker
+from hybridroute.resilience.health import HealthBoard
+from hybridroute.routing.flags import FlagStore, InMemoryFlagStore
+from hybridroute.routing.matrix import RoutingMatrix, Topology
+from hybridroute.signals import FlagState
+from hybridroute.types import RouteId
+
+__all__ = ["Runtime"]
+
+
+class Runtime:
+    """Everything a running gateway needs, built from one config."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        clock: Clock | None = None,
+        flags: FlagStore | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.supervisor = TaskSupervisor("runtime")
+        self.routes: dict[RouteId, Route] = {
+            route_id: build_route(route_id, rc, clock=self.clock, supervisor=self.supervisor)
+            for route_id, rc in config.routes.items()
+        }
+        self.breakers = {
+            route_id: CircuitBreaker(
+                route_id, BreakerSettings.from_config(config.breaker_for(route_id)), self.clock
+            )
+            for route_id in config.routes
+        }
+        self.health = HealthBoard(
+            self.breakers, {rid: route.readiness for rid, route in self.routes.items()}
+        )
+        self.flags: FlagStore = flags or InMemoryFlagStore(
+            FlagState.from_mapping(config.flags.model_dump())
+        )
+        self.matrix = RoutingMatrix.from_config(config)
+        self.topology = Topology.from_config(config)
+        routing = config.routing
+        self.executor = Executor(
+            self.routes,
+            self.health,
+            self.clock,
+            ExecutorSettings(
+                retry_backoff_s=routing.retry_backoff_ms / 1000.0,
+                retry_backoff_max_s=routing.retry_backoff_max_ms / 1000.0,
+            ),
+        )
+        self.gateway = Gateway(
+            matrix=self.matrix,
+            topology=self.topology,
+            flags=self.flags,
+            health=self.health,
+            executor=self.executor,
+            operations=config.operations,
+            clock=self.clock,
+        )
+        self.started_at: float | None = None
+
+    async def start(self) -> None:
+        """Open every route (concurrently). Unreachable upstreams do not stop the start."""
+        await asyncio.gather(*(route.start() for route in self.routes.values()))
+        self.started_at = time.time()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(
+            *(route.aclose() for route in self.routes.values()), return_exceptions=True
+        )
+        await self.supervisor.aclose()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Runtime routes={sorted(self.routes)} {self.health!r}>"

@@ -1,0 +1,155 @@
+"""Domain values shared by every layer: priorities, route kinds, requests, completions, usage.
+
+These are frozen, slotted dataclasses: cheap to build on the request path and safe to share.
+Validation happens at the edges (the HTTP parser and the config loader) before values get here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeAlias
+
+__all__ = [
+    "BUILTIN_OPERATION_TYPES",
+    "CANONICAL_ROUTE_KINDS",
+    "ChatMessage",
+    "ChatRequest",
+    "Completion",
+    "GenerationRequest",
+    "Priority",
+    "RouteId",
+    "RouteKind",
+    "StreamEnd",
+    "StreamEvent",
+    "TextDelta",
+    "Usage",
+]
+
+RouteId: TypeAlias = str
+"""A route's id as written in config (`direct_bedrock`, `mcp`, or one the config adds)."""
+
+
+class Priority(StrEnum):
+    """Request priority classes, highest first."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for critical … 3 for low: lower is more important."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
+
+
+class RouteKind(StrEnum):
+    """What kind of upstream a route talks to."""
+
+    BEDROCK = "bedrock"
+    MCP = "mcp"
+
+
+BUILTIN_OPERATION_TYPES: tuple[str, ...] = (
+    "emergency",
+    "infrastructure",
+    "meta_monitor",
+    "implementation",
+    "kiro_communication",
+    "standard",
+    "background",
+)
+"""The seven operation types of the routing matrix; config may add more."""
+
+CANONICAL_ROUTE_KINDS: dict[RouteId, RouteKind] = {
+    "direct_bedrock": RouteKind.BEDROCK,
+    "mcp": RouteKind.MCP,
+}
+"""The canonical route ids and the kind each must have wherever it is defined."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One chat message with its text. Roles: system, user, assistant."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """An OpenAI-style chat request as the gateway understood it."""
+
+    messages: tuple[ChatMessage, ...]
+    operation_type: str
+    model: str
+    stream: bool = False
+    include_usage: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    residency: str | None = None
+    latency_budget_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """What a route is asked to generate: the chat request with the operation's parameters
+    applied (system prompt, temperature, max tokens). Route-independent."""
+
+    operation_type: str
+    priority: Priority
+    system: tuple[str, ...]
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int
+    temperature: float | None
+    top_p: float | None
+    stop: tuple[str, ...]
+    decision_id: str
+    requested_model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage of one completion. `estimated` marks counts the gateway had to guess."""
+
+    input_tokens: int
+    output_tokens: int
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A finished answer from one route."""
+
+    text: str
+    model: str
+    finish_reason: str
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of streamed text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The last event of a stream: why it stopped and what it used."""
+
+    finish_reason: str
+    usage: Usage
+
+
+StreamEvent: TypeAlias = TextDelta | StreamEnd

@@ -1,0 +1,132 @@
+"""Loopback peers for integration tests: the two simulators and gateways served over real HTTP.
+
+The simulators run for the whole session (each in its own thread and event loop, like a separate
+process); their knobs and stats are reset before every test. Gateways are built per test or per
+module from the embedded default config pointed at these simulators.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from hybridroute.app import GatewayApp, create_app
+from hybridroute.config.load import parse_config
+from hybridroute.demo.config import embedded_config_data
+from hybridroute.serving import ThreadedServer
+from hybridroute.simulators.bedrock import (
+    DEMO_ACCESS_KEY_ID,
+    DEMO_SECRET_ACCESS_KEY,
+    create_bedrock_app,
+)
+from hybridroute.simulators.knobs import Knobs
+from hybridroute.simulators.mcp_server import create_mcp_http_app
+from hybridroute.simulators.stats import Stats
+
+
+@dataclass
+class Simulator:
+    url: str
+    knobs: Knobs
+    stats: Stats
+
+    def set(self, **values: Any) -> None:
+        self.knobs.update(values)
+
+    def requests(self) -> int:
+        return self.stats.requests
+
+
+@pytest.fixture(scope="session")
+def bedrock_sim() -> Iterator[Simulator]:
+    knobs, stats = Knobs(), Stats()
+    app = create_bedrock_app(
+        knobs, stats=stats, credentials={DEMO_ACCESS_KEY_ID: DEMO_SECRET_ACCESS_KEY}, seed=7
+    )
+    with ThreadedServer(app, name="bedrock-sim") as server:
+        yield Simulator(server.url, knobs, stats)
+
+
+@pytest.fixture(scope="session")
+def mcp_sim() -> Iterator[Simulator]:
+    knobs, stats = Knobs(), Stats()
+    app = create_mcp_http_app(knobs, stats=stats, seed=7)
+    with ThreadedServer(app, name="mcp-sim") as server:
+        yield Simulator(server.url, knobs, stats)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_simulators(request: pytest.FixtureRequest) -> None:
+    for name in ("bedrock_sim", "mcp_sim"):
+        if name in request.fixturenames:
+            sim: Simulator = request.getfixturevalue(name)
+            sim.knobs.reset()
+            sim.stats.clear()
+
+
+def gateway_config_data(bedrock_sim: Simulator, mcp_sim: Simulator) -> dict[str, Any]:
+    return embedded_config_data(bedrock_url=bedrock_sim.url, mcp_url=f"{mcp_sim.url}/mcp")
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    app: GatewayApp
+
+    @property
+    def runtime(self) -> Any:
+        assert self.app.runtime is not None
+        return self.app.runtime
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def wait_ready(self, *, all_routes: bool = True, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = self.get("/ready")
+            routes = body.get("routes", {})
+            if status == 200 and (not all_routes or all(r["ready"] for r in routes.values())):
+                return
+            time.sleep(0.05)  # noqa: TID251 - synchronous polling from the test thread
+        raise AssertionError(f"gateway not ready after {timeout}s: {body}")
+
+
+GatewayFactory = Callable[..., RunningGateway]
+
+
+@pytest.fixture
+def start_gateway(bedrock_sim: Simulator, mcp_sim: Simulator) -> Iterator[GatewayFactory]:
+    """Start a gateway on the simulators; `changes` are merged into the config data."""
+    servers: list[ThreadedServer] = []
+
+    def start(changes: Callable[[dict[str, Any]], None] | None = None) -> RunningGateway:
+        data = copy.deepcopy(gateway_config_data(bedrock_sim, mcp_sim))
+        if changes is not None:
+            changes(data)
+        app = create_app(parse_config(data))
+        server = ThreadedServer(app, name="gateway").start()
+        servers.append(server)
+        gateway = RunningGateway(server.url, app)
+        gateway.wait_ready()
+        return gateway
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def gateway(start_gateway: GatewayFactory) -> RunningGateway:
+    return start_gateway()

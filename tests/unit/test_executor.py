@@ -1,0 +1,277 @@
+"""The executor over an in-process fake route: fallback, retries, deadlines, breakers, streams.
+
+The fake implements the gateway's own route seam; real upstreams are exercised against the
+simulators in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from hybridroute._clock import SystemClock
+from hybridroute.errors import (
+    AllRoutesFailed,
+    StreamInterrupted,
+    UpstreamError,
+    UpstreamModelError,
+    UpstreamRejected,
+    UpstreamThrottled,
+    UpstreamUnavailable,
+)
+from hybridroute.gateway import Executor, ExecutorSettings
+from hybridroute.resilience.breaker import BreakerSettings, BreakerState, CircuitBreaker
+from hybridroute.resilience.health import HealthBoard
+from hybridroute.routing.matrix import RoutingRule
+from hybridroute.routing.policy import Decision
+from hybridroute.signals import HealthStatus, RouteHealth
+from hybridroute.types import (
+    ChatMessage,
+    Completion,
+    GenerationRequest,
+    Priority,
+    RouteKind,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+
+pytestmark = pytest.mark.anyio
+
+D, M = "direct_bedrock", "mcp"
+REQUEST = GenerationRequest(
+    operation_type="infrastructure",
+    priority=Priority.CRITICAL,
+    system=(),
+    messages=(ChatMessage("user", "hi"),),
+    max_tokens=10,
+    temperature=None,
+    top_p=None,
+    stop=(),
+    decision_id="dec-1",
+    requested_model="default",
+)
+
+
+class FakeRoute:
+    """Answers from a script: each call takes the next step ("ok", "hang", or an error)."""
+
+    def __init__(self, route_id: str, script: list[object], *, min_attempt_s: float = 0.01):
+        self.id = route_id
+        self.kind = RouteKind.BEDROCK if route_id == D else RouteKind.MCP
+        self.region = "eu-central-1"
+        self.min_attempt_s = min_attempt_s
+        self.timeout_s = 60.0
+        self.script = list(script)
+        self.calls = 0
+        self.budgets: list[float] = []
+
+    def model_for(self, operation_type: str) -> str:
+        return f"{self.id}-model"
+
+    def readiness(self) -> RouteHealth:
+        return RouteHealth(HealthStatus.HEALTHY)
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def _step(self, budget_s: float) -> None:
+        self.calls += 1
+        self.budgets.append(budget_s)
+        step = self.script.pop(0) if self.script else "ok"
+        if step == "hang":
+            await asyncio.Event().wait()
+        if isinstance(step, UpstreamError):
+            raise step
+
+    async def complete(self, request: GenerationRequest, *, budget_s: float) -> Completion:
+        await self._step(budget_s)
+        return Completion(f"answer from {self.id}", self.model_for(""), "stop", Usage(1, 2))
+
+    async def stream(
+        self, request: GenerationRequest, *, budget_s: float
+    ) -> AsyncIterator[StreamEvent]:
+        await self._step(budget_s)
+        yield TextDelta("one ")
+        step = self.script.pop(0) if self.script else "ok"
+        if isinstance(step, UpstreamError):
+            raise step
+        if step == "hang":
+            await asyncio.Event().wait()
+        yield TextDelta("two")
+        yield StreamEnd("stop", Usage(1, 2))
+
+
+def setup(routes: list[FakeRoute], settings: BreakerSettings | None = None):
+    clock = SystemClock()
+    breakers = {r.id: CircuitBreaker(r.id, settings or BreakerSettings(), clock) for r in routes}
+    health = HealthBoard(breakers, {r.id: r.readiness for r in routes})
+    executor = Executor(
+        {r.id: r for r in routes}, health, clock, ExecutorSettings(retry_backoff_s=0.001)
+    )
+    return executor, breakers
+
+
+def decision(
+    routes: tuple[str, ...],
+    *,
+    budget_ms: int = 5000,
+    fallback: str | None = M,
+    retries: int = 0,
+    forced: str | None = None,
+) -> Decision:
+    rule = RoutingRule("infrastructure", Priority.CRITICAL, budget_ms, D, fallback, retries)
+    return Decision(
+        decision_id="dec-1",
+        rule=rule,
+        routes=routes,
+        forced=forced,
+        deadline=SystemClock().monotonic() + budget_ms / 1000,
+        budget_ms=budget_ms,
+        reason="test",
+    )
+
+
+def unavailable(route: str = D) -> UpstreamUnavailable:
+    return UpstreamUnavailable(
+        route, "Bedrock is unavailable", upstream_code="ServiceUnavailableException"
+    )
+
+
+async def test_primary_failure_falls_back_and_lists_attempts():
+    primary, fallback = FakeRoute(D, [unavailable()]), FakeRoute(M, [])
+    executor, breakers = setup([primary, fallback])
+    served = await executor.complete(decision((D, M)), REQUEST)
+    assert served.route == M
+    assert served.fallback
+    assert [(a.route, a.outcome) for a in served.attempts] == [(D, "failed"), (M, "ok")]
+    assert served.attempts[0].detail == "ServiceUnavailableException: Bedrock is unavailable"
+    assert breakers[D].snapshot().failures == 1
+
+
+async def test_request_fault_stops_without_fallback():
+    rejected = UpstreamRejected(
+        D, "Bedrock rejected the request", upstream_code="ValidationException"
+    )
+    primary, fallback = FakeRoute(D, [rejected]), FakeRoute(M, [])
+    executor, breakers = setup([primary, fallback])
+    with pytest.raises(UpstreamRejected):
+        await executor.complete(decision((D, M)), REQUEST)
+    assert fallback.calls == 0
+    assert breakers[D].snapshot().failures == 0  # the caller's fault, not the route's
+
+
+async def test_retryable_error_retries_the_same_route():
+    primary = FakeRoute(D, [UpstreamThrottled(D, "slow down", retry_after_s=0.01)])
+    executor, _ = setup([primary])
+    served = await executor.complete(decision((D,), fallback=None, retries=1), REQUEST)
+    assert served.route == D
+    assert primary.calls == 2
+    assert [a.outcome for a in served.attempts] == ["failed", "ok"]
+
+
+async def test_route_fault_is_not_retried_but_falls_back():
+    primary = FakeRoute(D, [UpstreamModelError(D, "model failed")])
+    fallback = FakeRoute(M, [])
+    executor, _ = setup([primary, fallback])
+    served = await executor.complete(decision((D, M), retries=2), REQUEST)
+    assert primary.calls == 1
+    assert served.route == M
+
+
+async def test_hung_primary_leaves_time_for_the_fallback():
+    primary, fallback = FakeRoute(D, ["hang"]), FakeRoute(M, [])
+    executor, _ = setup([primary, fallback])
+    served = await executor.complete(decision((D, M), budget_ms=600), REQUEST)
+    assert served.route == M
+    assert primary.budgets[0] == pytest.approx(0.3, abs=0.05)  # half of what was left
+    assert served.attempts[0].code == "upstream_timeout"
+
+
+async def test_an_attempt_that_cannot_finish_is_not_started():
+    primary = FakeRoute(D, [], min_attempt_s=10.0)
+    fallback = FakeRoute(M, [])
+    executor, _ = setup([primary, fallback])
+    served = await executor.complete(decision((D, M), budget_ms=1000), REQUEST)
+    assert primary.calls == 0
+    assert served.attempts[0].outcome == "skipped"
+    assert "the route needs at least 10000 ms" in (served.attempts[0].detail or "")
+
+
+async def test_open_breaker_is_skipped_unless_forced():
+    primary = FakeRoute(D, [])
+    settings = BreakerSettings(consecutive_failures=1)
+    executor, breakers = setup([primary, FakeRoute(M, [])], settings)
+    permit = breakers[D].try_acquire()
+    assert permit is not None
+    breakers[D].record_failure(permit, "down")
+    assert breakers[D].state is BreakerState.OPEN
+    served = await executor.complete(decision((D, M)), REQUEST)
+    assert served.route == M
+    assert primary.calls == 0
+    forced = await executor.complete(decision((D,), fallback=None, forced=D), REQUEST)
+    assert forced.route == D
+    assert primary.calls == 1
+
+
+async def test_every_route_failing_raises_one_error_listing_each_attempt():
+    executor, _ = setup([FakeRoute(D, [unavailable(), unavailable()]), FakeRoute(M, [])])
+    with pytest.raises(AllRoutesFailed) as info:
+        await executor.complete(decision((D,), fallback=None, retries=1), REQUEST)
+    error = info.value
+    assert error.http_status() == 503
+    assert [a["outcome"] for a in error.attempts] == ["failed", "failed"]
+    assert error.message.startswith("infrastructure request could not be served by direct_bedrock")
+    assert "ServiceUnavailableException" in error.message
+
+
+async def test_all_timeouts_give_504_and_other_faults_502():
+    executor, _ = setup([FakeRoute(D, ["hang"])])
+    with pytest.raises(AllRoutesFailed) as info:
+        await executor.complete(decision((D,), fallback=None, budget_ms=200), REQUEST)
+    assert info.value.http_status() == 504
+    executor, _ = setup([FakeRoute(D, [UpstreamModelError(D, "broken")])])
+    with pytest.raises(AllRoutesFailed) as info:
+        await executor.complete(decision((D,), fallback=None), REQUEST)
+    assert info.value.http_status() == 502
+
+
+async def test_stream_falls_back_before_the_first_event():
+    executor, breakers = setup([FakeRoute(D, [unavailable()]), FakeRoute(M, [])])
+    opened = await executor.open_stream(decision((D, M)), REQUEST)
+    assert opened.route == M
+    assert opened.fallback
+    events = [e async for e in opened.events()]
+    assert events[-1] == StreamEnd("stop", Usage(1, 2))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "one two"
+    assert breakers[M].snapshot().requests == 1
+
+
+async def test_stream_failure_after_the_first_event_interrupts_it():
+    executor, breakers = setup([FakeRoute(D, ["ok", unavailable()]), FakeRoute(M, [])])
+    opened = await executor.open_stream(decision((D, M)), REQUEST)
+    received: list[StreamEvent] = []
+
+    async def read_all() -> None:
+        async for event in opened.events():
+            received.append(event)
+
+    with pytest.raises(StreamInterrupted) as info:
+        await read_all()
+    assert received == [TextDelta("one ")]
+    assert "direct_bedrock failed after the stream started" in info.value.message
+    assert breakers[D].snapshot().failures == 1
+    await opened.aclose()
+
+
+async def test_stream_deadline_ends_a_stalled_stream():
+    executor, _ = setup([FakeRoute(D, ["ok", "hang"])])
+    opened = await executor.open_stream(decision((D,), fallback=None, budget_ms=300), REQUEST)
+    with pytest.raises(StreamInterrupted, match="latency budget ran out"):
+        async for _ in opened.events():
+            pass
+    await opened.aclose()
