@@ -34,3 +34,6 @@ def _isolated_aws_environment(tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+pytest_plugins = ["tests.loopback"]

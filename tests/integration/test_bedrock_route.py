@@ -23,8 +23,7 @@ from hybridroute.providers.bedrock import DirectBedrockRoute
 from hybridroute.signals import HealthStatus
 from hybridroute.simulators.bedrock import DEMO_ACCESS_KEY_ID, DEMO_SECRET_ACCESS_KEY
 from hybridroute.types import ChatMessage, GenerationRequest, Priority, StreamEnd, TextDelta
-
-from .conftest import Simulator
+from tests.loopback import Simulator
 
 pytestmark = pytest.mark.anyio
 

@@ -28,8 +28,7 @@ from hybridroute.providers.mcp import McpRoute
 from hybridroute.providers.mcp.session import SessionState
 from hybridroute.signals import HealthStatus
 from hybridroute.types import ChatMessage, GenerationRequest, Priority, StreamEnd, TextDelta
-
-from .conftest import Simulator
+from tests.loopback import Simulator
 
 pytestmark = pytest.mark.anyio
 

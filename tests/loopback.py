@@ -1,4 +1,4 @@
-"""Loopback peers for integration tests: the two simulators and gateways served over real HTTP.
+"""Loopback peers for tests: the two simulators and gateways served over real HTTP.
 
 The simulators run for the whole session (each in its own thread and event loop, like a separate
 process); their knobs and stats are reset before every test. Gateways are built per test or per
