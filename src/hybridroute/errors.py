@@ -12,6 +12,7 @@ route, and whether the failure counts against the route's circuit breaker.
     │   ├── PayloadTooLarge            413 payload_too_large
     │   ├── NotFound                   404 not_found
     │   └── MethodNotAllowed           405 method_not_allowed
+    ├── GatewayUnavailable             503 gateway_unavailable (+ Retry-After; starting, stopping)
     ├── ResidencyUnsatisfiable         422 residency_unsatisfiable  (fail closed, nothing sent)
     ├── BudgetRefused                  429 budget_throttled (+ Retry-After)
     ├── UpstreamError                  502 upstream_error  (raised by routes at their boundary)
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "GatewayError",
+    "GatewayUnavailable",
     "MalformedJSON",
     "MethodNotAllowed",
     "NotFound",
@@ -139,6 +141,21 @@ class MethodNotAllowed(RequestError):
 
     def headers(self) -> Mapping[str, str]:
         return {"allow": ", ".join(self.allowed)}
+
+
+class GatewayUnavailable(GatewayError):
+    """The gateway itself cannot serve right now (starting up or shutting down)."""
+
+    status = 503
+    error_type = "api_error"
+    code = "gateway_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> Mapping[str, str]:
+        return {"retry-after": str(self.retry_after_s)}
 
 
 class ResidencyUnsatisfiable(GatewayError):

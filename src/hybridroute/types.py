@@ -22,6 +22,7 @@ __all__ = [
     "RouteKind",
     "StreamEnd",
     "StreamEvent",
+    "StreamStart",
     "TextDelta",
     "Usage",
 ]
@@ -138,6 +139,13 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamStart:
+    """Optional first event: the model that is answering, when the route learns it only now."""
+
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     """A piece of streamed text."""
 
@@ -152,4 +160,4 @@ class StreamEnd:
     usage: Usage
 
 
-StreamEvent: TypeAlias = TextDelta | StreamEnd
+StreamEvent: TypeAlias = StreamStart | TextDelta | StreamEnd

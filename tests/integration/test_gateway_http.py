@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from typing import Any
 
 import pytest
@@ -163,3 +164,47 @@ def test_not_ready_when_no_route_can_serve(mcp_sim: Simulator):
         status, _, error = post(gateway, GOOD, {"x-operation-type": "standard"})
         assert status in (502, 503)
         assert_error_shape(error, "all_routes_failed")
+
+
+def _open_and_abandon(
+    gateway: RunningGateway, body: dict[str, Any], headers: dict[str, str], read_first: bool
+) -> None:
+    """Send a request on a raw socket, optionally read the first bytes, then hang up."""
+    import socket
+
+    host, port = gateway.url.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(payload)}\r\n{head}\r\n"
+    ).encode() + payload
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        if read_first:
+            assert b"200 OK" in sock.recv(4096)
+        else:
+            time.sleep(0.3)  # noqa: TID251 - let the request reach the upstream first
+
+
+def test_an_abandoned_stream_stops_reading_the_upstream(
+    gateway: RunningGateway, bedrock_sim: Simulator
+):
+    bedrock_sim.set(stream_chunks=20, stream_chunk_delay_ms=100)  # a 2-second stream
+    body = {"messages": [{"role": "user", "content": "long"}], "stream": True}
+    _open_and_abandon(gateway, body, {"x-operation-type": "emergency"}, read_first=True)
+    time.sleep(2.5)  # noqa: TID251 - past the stream's natural end
+    snapshot = gateway.runtime.breakers["direct_bedrock"].snapshot()
+    assert snapshot.requests == 0  # released, neither a success nor a failure
+    assert snapshot.probes_in_flight == 0
+
+
+def test_an_abandoned_request_is_cancelled_not_timed_out(
+    gateway: RunningGateway, bedrock_sim: Simulator
+):
+    bedrock_sim.set(hang=True)
+    body = {"messages": [{"role": "user", "content": "x"}]}
+    headers = {"x-operation-type": "emergency", "x-latency-budget-ms": "1500"}
+    _open_and_abandon(gateway, body, headers, read_first=False)
+    time.sleep(2.0)  # noqa: TID251 - past the request's deadline
+    assert gateway.runtime.breakers["direct_bedrock"].snapshot().failures == 0

@@ -262,3 +262,10 @@ def test_residency_keeps_eu_requests_off_a_us_route(
     assert "no route satisfies residency 'eu'" in info.value.message
     assert bedrock_sim.requests() == 0
     assert mcp_sim.requests() == 1
+
+
+def test_streamed_and_json_answers_name_the_same_model(shared_gateway: RunningGateway):
+    api = client(shared_gateway)
+    json_model = ask(api, "standard").parse().model
+    _, chunks = stream_text(ask(api, "standard", stream=True))
+    assert {chunk.model for chunk in chunks} == {json_model} == {"sim-mcp-generate"}

@@ -198,3 +198,21 @@ def _matrix(**changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for op, change in changes.items():
         matrix[op].update(change)
     return matrix
+
+
+def test_a_route_that_needs_more_than_a_rows_budget_is_refused():
+    routes = {**ROUTES, "direct_bedrock": {**ROUTES["direct_bedrock"], "min_attempt_ms": 6000}}
+    found = issues({"routes": routes})
+    assert found == [
+        "matrix.emergency.latency_budget_ms: 5000 ms is less than route 'direct_bedrock' needs "
+        "for one attempt (min_attempt_ms 6000), so it would never be tried (raise the budget or "
+        "lower routes.direct_bedrock.min_attempt_ms)"
+    ]
+
+
+def test_timeout_below_min_attempt_is_refused():
+    routes = {**ROUTES, "mcp": {**ROUTES["mcp"], "timeout_ms": 20, "min_attempt_ms": 50}}
+    assert issues({"routes": routes}) == [
+        "routes.mcp.timeout_ms: timeout_ms (20) is below min_attempt_ms (50): every attempt "
+        "would be cut short (make timeout_ms at least min_attempt_ms)"
+    ]

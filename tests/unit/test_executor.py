@@ -275,3 +275,42 @@ async def test_stream_deadline_ends_a_stalled_stream():
         async for _ in opened.events():
             pass
     await opened.aclose()
+
+
+async def test_a_callers_short_budget_does_not_count_against_the_route():
+    """Timeouts an attempt had no fair chance to avoid never open the shared breaker."""
+    primary = FakeRoute(D, ["hang"] * 10)
+    executor, breakers = setup([primary], BreakerSettings(consecutive_failures=2))
+    for _ in range(4):
+        with pytest.raises(AllRoutesFailed):
+            await executor.complete(decision((D,), fallback=None, budget_ms=100), REQUEST)
+    assert breakers[D].state is BreakerState.CLOSED
+    assert breakers[D].snapshot().failures == 0
+
+
+async def test_a_hung_route_with_a_fair_chance_does_count():
+    primary = FakeRoute(D, ["hang"])
+    executor, breakers = setup([primary], BreakerSettings(consecutive_failures=1))
+    with pytest.raises(AllRoutesFailed):
+        await executor.complete(decision((D,), fallback=None, budget_ms=1200), REQUEST)
+    assert breakers[D].state is BreakerState.OPEN
+
+
+async def test_a_lone_route_gets_all_the_time_and_no_retry_after_a_timeout():
+    primary = FakeRoute(D, ["hang", "hang"])
+    executor, _ = setup([primary])
+    with pytest.raises(AllRoutesFailed) as info:
+        await executor.complete(decision((D,), fallback=None, retries=1, budget_ms=400), REQUEST)
+    assert primary.calls == 1
+    assert primary.budgets[0] == pytest.approx(0.4, abs=0.05)
+    assert info.value.http_status() == 504
+
+
+async def test_no_time_sharing_with_a_fallback_whose_breaker_is_open():
+    primary, fallback = FakeRoute(D, []), FakeRoute(M, [])
+    executor, breakers = setup([primary, fallback], BreakerSettings(consecutive_failures=1))
+    permit = breakers[M].try_acquire()
+    assert permit is not None
+    breakers[M].record_failure(permit, "down")
+    await executor.complete(decision((D, M), budget_ms=1000), REQUEST)
+    assert primary.budgets[0] == pytest.approx(1.0, abs=0.05)

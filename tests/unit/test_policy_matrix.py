@@ -1,5 +1,7 @@
 """The decision policy over the whole default matrix: every row × health × flag set.
 
+A decision left with a single route always forces it (tried even past its breaker).
+
 The expected route orders are written out by hand per row shape (direct primary with an MCP
 fallback, direct primary with no fallback, MCP primary with a direct fallback), so a change in
 the policy's semantics shows up here as a failing case rather than being mirrored by the test.
@@ -77,7 +79,7 @@ PLAIN = {
         (D, M), D, ("all routes unhealthy", "trying direct_bedrock anyway")
     ),
     ("direct-only", "healthy"): Expect(
-        (D,), None, ("matrix: direct_bedrock, no fallback", "direct_bedrock healthy")
+        (D,), D, ("matrix: direct_bedrock, no fallback", "direct_bedrock healthy")
     ),
     ("direct-only", "primary down"): Expect(
         (D,), D, ("direct_bedrock unhealthy", "no other route allowed, trying it anyway")
@@ -101,7 +103,7 @@ def _mcp_only(shape: str, health: str, why: str) -> Expect:
     mcp_down = health == "both down" or (health == "primary down" and shape == "mcp-then-direct")
     if mcp_down:
         return Expect((M,), M, (why, "mcp unhealthy", "no other route allowed, trying it anyway"))
-    return Expect((M,), None, (why, "mcp healthy"))
+    return Expect((M,), M, (why, "mcp healthy"))
 
 
 def expected(shape: str, health: str, flags: str) -> Expect:
@@ -114,7 +116,7 @@ def expected(shape: str, health: str, flags: str) -> Expect:
     if flags == "direct fallback off" and shape == "mcp-then-direct":
         why = "fallback direct_bedrock disabled (ENABLE_DIRECT_BEDROCK_FALLBACK off)"
         if health == "healthy":
-            return Expect((M,), None, (why, "mcp healthy"))
+            return Expect((M,), M, (why, "mcp healthy"))
         return Expect((M,), M, (why, "no other route allowed, trying it anyway"))
     return PLAIN[(shape, health)]
 

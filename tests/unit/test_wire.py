@@ -138,3 +138,14 @@ def test_error_body_shape():
         }
     }
     assert error.http_status() == 422
+
+
+@pytest.mark.parametrize("value", ["²", "1e3", "-5", "0", "600001"])
+def test_latency_budget_values_that_are_not_plain_milliseconds(value: str):
+    with pytest.raises(RequestError, match="latency budget must be a whole number"):
+        parse(
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "metadata": {"latency_budget_ms": value},
+            }
+        )

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from hybridroute.api.chat import ChatEndpoint
 from hybridroute.api.http import Receive, Scope, Send, send_error, send_json
 from hybridroute.api.status import health_body, models_body, readiness
-from hybridroute.errors import GatewayError, MethodNotAllowed, NotFound
+from hybridroute.errors import GatewayError, GatewayUnavailable, MethodNotAllowed, NotFound
 from hybridroute.runtime import Runtime
 
 __all__ = ["DataPlane"]
@@ -59,7 +59,7 @@ class DataPlane:
                     tuple(methods),
                 )
             if runtime is None:
-                raise GatewayError("the gateway is starting; retry in a moment")
+                raise GatewayUnavailable("the gateway is starting or stopping; retry in a moment")
             await handler(runtime, scope, receive, send)
         except GatewayError as error:
             await send_error(send, error)

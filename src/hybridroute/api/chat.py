@@ -13,6 +13,7 @@ import logging
 import time
 from time import perf_counter
 
+from hybridroute.api.disconnect import DisconnectWatch
 from hybridroute.api.http import (
     Receive,
     Scope,
@@ -84,15 +85,23 @@ class ChatEndpoint:
                 body, request_headers(scope), gateway.matrix.default_operation_type
             )
             decision, generation = gateway.plan(chat)
-            if chat.stream:
-                await self._stream(gateway, chat, decision, generation, started, send)
-            else:
-                await self._complete(gateway, decision, generation, started, send)
+            with DisconnectWatch(receive) as watch:
+                if chat.stream:
+                    await self._stream(gateway, chat, decision, generation, started, send)
+                else:
+                    await self._complete(gateway, decision, generation, started, send)
+            if watch.client_gone:
+                log.info("client went away; request %s abandoned", decision.decision_id)
         except GatewayError as error:
             if error.http_status() >= 500:
                 log.warning("request failed: %s", error.message)
             overhead = perf_counter() - started
             await send_error(send, error, _decision_headers(decision, None, False, overhead))
+        except Exception:
+            log.exception("unexpected error serving chat request")
+            overhead = perf_counter() - started
+            internal = GatewayError("internal error; the gateway logged the details")
+            await send_error(send, internal, _decision_headers(decision, None, False, overhead))
 
     async def _complete(
         self,
@@ -133,9 +142,18 @@ class ChatEndpoint:
             await send(
                 {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers}
             )
-            await self._relay(chat, opened, send)
-        except OSError:
-            log.info("client went away during stream %s", decision.decision_id)
+            try:
+                await self._relay(chat, opened, send)
+            except OSError:
+                raise
+            except Exception as exc:  # the response has started: end it with an error event
+                log.exception("unexpected error in stream %s", decision.decision_id)
+                failure = (
+                    exc
+                    if isinstance(exc, GatewayError)
+                    else GatewayError("internal error; the gateway logged the details")
+                )
+                await send({"type": "http.response.body", "body": error_event(failure)})
         finally:
             await opened.aclose()
 

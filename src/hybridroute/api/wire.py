@@ -191,7 +191,7 @@ def _budget(value: object) -> int | None:
     budget = 0
     if isinstance(value, int) and not isinstance(value, bool):
         budget = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         budget = int(value.strip())
     if not 1 <= budget <= _MAX_BUDGET_MS:
         raise _fail(

@@ -61,6 +61,15 @@ def _check_routes(routes: Mapping[str, RouteConfig]) -> list[ConfigIssue]:
                 )
             )
         canonical = CANONICAL_ROUTE_KINDS.get(route_id)
+        if route.timeout_ms < route.min_attempt_ms:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.timeout_ms",
+                    f"timeout_ms ({route.timeout_ms}) is below min_attempt_ms "
+                    f"({route.min_attempt_ms}): every attempt would be cut short",
+                    "make timeout_ms at least min_attempt_ms",
+                )
+            )
         if canonical is not None and route.type != canonical.value:
             issues.append(
                 ConfigIssue(
@@ -140,6 +149,26 @@ def check_matrix(
                     f"{row}.fallback",
                     f"fallback {rule.fallback!r} is the same route as the primary",
                     "name a different route, or null for no fallback",
+                )
+            )
+        issues += _check_route_fits_budget(row, rule, routes)
+    return issues
+
+
+def _check_route_fits_budget(
+    row: str, rule: RoutingRuleConfig, routes: Mapping[str, RouteConfig]
+) -> list[ConfigIssue]:
+    """A route that needs more time than a row's whole budget could never serve that row."""
+    issues: list[ConfigIssue] = []
+    for route_id in (rule.primary, rule.fallback):
+        route = routes.get(route_id) if route_id is not None else None
+        if route is not None and route.min_attempt_ms > rule.latency_budget_ms:
+            issues.append(
+                ConfigIssue(
+                    f"{row}.latency_budget_ms",
+                    f"{rule.latency_budget_ms} ms is less than route {route_id!r} needs for one "
+                    f"attempt (min_attempt_ms {route.min_attempt_ms}), so it would never be tried",
+                    f"raise the budget or lower routes.{route_id}.min_attempt_ms",
                 )
             )
     return issues

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from hybridroute.app import create_app
 from hybridroute.demo.config import embedded_config
@@ -33,6 +36,18 @@ class DemoOptions:
     report_every_s: float = 15.0
 
 
+def _cli_command() -> str:
+    """How the user can run this CLI: `hybridroute` if that is on PATH, else its path."""
+    beside = Path(sys.executable).with_name("hybridroute")
+    on_path = shutil.which("hybridroute")
+    if on_path is not None and Path(on_path).resolve() == beside.resolve():
+        return "hybridroute"
+    try:
+        return str(beside.relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)
+
+
 def _banner(gateway: str, bedrock: str, mcp: str, options: DemoOptions) -> str:
     curl_body = '{"model":"default","messages":[{"role":"user","content":"hello"}]}'
     traffic = (
@@ -51,7 +66,7 @@ hybridroute demo is running (embedded default: local simulators, in-memory state
   mcp simulator       {mcp}/mcp    knobs: {mcp}/_sim/knobs
 
 Try:
-  hybridroute route --url {gateway} --op emergency "Is the primary database down?"
+  {_cli_command()} route --url {gateway} --op emergency "Is the primary database down?"
   curl -s {gateway}/v1/chat/completions -H 'content-type: application/json' \\
        -H 'x-operation-type: standard' -d '{curl_body}'
 Simulate a Direct Bedrock outage and watch fallback-eligible operations move to mcp:

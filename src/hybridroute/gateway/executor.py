@@ -1,14 +1,19 @@
 """The executor: carries a decision out, attempt by attempt, inside the request's deadline.
 
 For each route in decision order, and each retry the rule allows:
-- an attempt with less than the route's `min_attempt_ms` left is not started (skipped);
+- an attempt that cannot finish in time is not started (skipped): the first attempt needs the
+  route's `min_attempt_ms`; later ones also need the route's usual latency (its breaker's EWMA);
 - the route's breaker must admit it, except for the decision's `forced` route;
-- an attempt that is not the last possible one gets at most `attempt_share` of the remaining
-  time (default half), so a hung primary leaves its fallback time to answer;
+- when a different, admissible route follows, an attempt gets at most `attempt_share` of the
+  remaining time (default half), so a hung primary leaves its fallback time to answer; otherwise
+  it gets all the time left;
 - the error class decides what happens next: a retryable error retries the same route (after a
-  jittered backoff that honours Retry-After) while tries remain, any route fault moves on to the
-  next route, and a request fault (`UpstreamRejected`) stops at once — another route would
-  reject it too.
+  jittered backoff that honours Retry-After) while tries remain — except a timeout, which has
+  already spent its time; any route fault moves on to the next route; and a request fault
+  (`UpstreamRejected`) stops at once — another route would reject it too.
+A timeout counts against the route's breaker only when the attempt had a fair chance: at least
+twice the route's usual latency (one second before any is known). A caller's short latency budget
+therefore never fails a healthy route over for everyone.
 When no route serves, `AllRoutesFailed` lists every attempt.
 """
 
@@ -34,7 +39,7 @@ from hybridroute.providers import Route
 from hybridroute.resilience.breaker import CircuitBreaker, Permit
 from hybridroute.resilience.health import HealthBoard
 from hybridroute.routing.policy import Decision
-from hybridroute.types import Completion, GenerationRequest, RouteId, StreamEvent
+from hybridroute.types import Completion, GenerationRequest, RouteId, StreamEvent, StreamStart
 
 __all__ = ["Executor", "ExecutorSettings", "Served"]
 
@@ -81,14 +86,32 @@ async def _call_complete(route: Route, request: GenerationRequest, budget_s: flo
 
 async def _call_stream_open(
     route: Route, request: GenerationRequest, budget_s: float
-) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+) -> tuple[AsyncIterator[StreamEvent], StreamEvent, str]:
+    """Open a route's stream and wait for its first content (or its end).
+
+    A `StreamStart` only names the model; the stream counts as started (and fallback is no
+    longer possible) once text or the end arrives.
+    """
     events = route.stream(request, budget_s=budget_s)
+    model = route.model_for(request.operation_type)
     try:
         first = await anext(events)
+        while isinstance(first, StreamStart):
+            model = first.model
+            first = await anext(events)
     except BaseException:
         await events.aclose()  # type: ignore[attr-defined]
         raise
-    return events, first
+    return events, first, model
+
+
+_COLD_PATIENCE_S = 1.0
+
+
+def _patience(breaker: CircuitBreaker) -> float:
+    """How long a route must have had before its timeout is its own fault."""
+    usual = breaker.latency_ewma_s
+    return _COLD_PATIENCE_S if usual is None else 2.0 * usual
 
 
 class Executor:
@@ -128,13 +151,13 @@ class Executor:
         """Start a stream: fall back freely until a route yields its first event."""
         attempts: list[Attempt] = []
         win = await self._first_success(decision, request, attempts, _call_stream_open)
-        events, first = win.value
+        events, first, model = win.value
         to_first = self._clock.monotonic() - win.started
         attempts.append(Attempt(win.route.id, "ok", to_first * 1000.0))
         return OpenStream(
             decision=decision,
             route_client=win.route,
-            model=win.route.model_for(decision.rule.operation_type),
+            model=model,
             events_source=events,
             first=first,
             breaker=win.breaker,
@@ -153,17 +176,16 @@ class Executor:
         call: _Call[T],
     ) -> _Win[T]:
         tries = 1 + decision.rule.retries
-        last_route = len(decision.routes) - 1
         for index, route_id in enumerate(decision.routes):
             route = self._routes[route_id]
             breaker = self._health.breaker(route_id)
+            share = self._fallback_ready(decision, index)
             for attempt_no in range(tries):
-                more_after = attempt_no + 1 < tries or index < last_route
                 permit = self._admit(decision, route, breaker, attempts)
                 if permit is None:
                     break
                 win_or_error = await self._attempt(
-                    decision, route, breaker, permit, request, call, more_after
+                    decision, route, breaker, permit, request, call, share
                 )
                 if isinstance(win_or_error, _Win):
                     return win_or_error
@@ -180,11 +202,19 @@ class Executor:
                 )
                 if not error.fallback:
                     raise error
-                if not (error.retryable and attempt_no + 1 < tries):
+                retry = error.retryable and not isinstance(error, UpstreamTimeout)
+                if not (retry and attempt_no + 1 < tries):
                     break
                 if not await self._backoff(decision, route, attempt_no, error):
                     break
         raise all_routes_failed(decision.rule.operation_type, decision.decision_id, attempts)
+
+    def _fallback_ready(self, decision: Decision, index: int) -> bool:
+        """Whether a different route after `index` could take over (so time must be shared)."""
+        for route_id in decision.routes[index + 1 :]:
+            if route_id == decision.forced or self._health.route_health(route_id).usable:
+                return True
+        return False
 
     def _admit(
         self,
@@ -194,14 +224,20 @@ class Executor:
         attempts: list[Attempt],
     ) -> Permit | None:
         remaining = decision.deadline - self._clock.monotonic()
-        if remaining < route.min_attempt_s:
+        needed = route.min_attempt_s
+        usual = breaker.latency_ewma_s
+        if attempts and usual is not None:
+            # Time has been spent already: an attempt shorter than the route's usual latency
+            # would most likely be wasted.
+            needed = max(needed, usual)
+        if remaining < needed:
             attempts.append(
                 Attempt(
                     route.id,
                     "skipped",
                     0.0,
                     f"deadline: {max(remaining, 0.0) * 1000:.0f} ms left, the route needs at "
-                    f"least {route.min_attempt_s * 1000:.0f} ms",
+                    f"least {needed * 1000:.0f} ms",
                     "deadline",
                 )
             )
@@ -223,24 +259,27 @@ class Executor:
         permit: Permit,
         request: GenerationRequest,
         call: _Call[T],
-        more_after: bool,
+        share: bool,
     ) -> _Win[T] | tuple[UpstreamError, float]:
         clock = self._clock
         remaining = decision.deadline - clock.monotonic()
         budget = min(route.timeout_s, remaining)
-        if more_after:
+        if share:
             shared = remaining * self._settings.attempt_share
             if shared >= route.min_attempt_s:
                 budget = min(budget, shared)
         started = clock.monotonic()
         error: UpstreamError
+        counts = True
         try:
             async with asyncio.timeout(budget):
                 value = await call(route, request, budget)
         except UpstreamError as exc:
             error = exc
+            counts = exc.counts_against_route
         except TimeoutError:
             error = UpstreamTimeout(route.id, f"no answer within {budget * 1000:.0f} ms")
+            counts = budget >= _patience(breaker)
         except asyncio.CancelledError:
             breaker.release(permit)
             raise
@@ -252,7 +291,7 @@ class Executor:
         else:
             return _Win(value, route, breaker, permit, started)
         elapsed = clock.monotonic() - started
-        if error.counts_against_route:
+        if counts:
             breaker.record_failure(permit, error.summary())
         else:
             breaker.release(permit)

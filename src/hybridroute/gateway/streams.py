@@ -76,9 +76,10 @@ class OpenStream:
                 return await anext(self.events_source)
         except TimeoutError:
             budget = self.decision.budget_ms
-            raise self._fail(
-                f"{route} was still streaming when the {budget} ms latency budget ran out"
-            ) from None
+            # The request's budget ran out, not the route: no outcome for its breaker.
+            self._release()
+            message = f"{route} was still streaming when the {budget} ms latency budget ran out"
+            raise StreamInterrupted(message, route=route) from None
         except StopAsyncIteration:
             raise self._fail(f"{route} ended the stream without a final event") from None
         except UpstreamError as exc:
@@ -95,11 +96,14 @@ class OpenStream:
             self.breaker.record_failure(self.permit, message)
         return StreamInterrupted(message, route=self.route_client.id)
 
-    async def aclose(self) -> None:
-        """Stop reading (the client went away, or the stream is done)."""
+    def _release(self) -> None:
         if not self._settled:
             self._settled = True
             self.breaker.release(self.permit)
+
+    async def aclose(self) -> None:
+        """Stop reading (the client went away, or the stream is done)."""
+        self._release()
         aclose = getattr(self.events_source, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -11,7 +11,9 @@ decision out; this module only decides. The semantics are DESIGN.md §4:
 - budget: ≥ 95 % refuses low priority, 100 % refuses everything but critical, 80–95 % prefers the
   cheaper route for medium/low rows when both are healthy;
 - health: an unhealthy first route yields to a usable one; when none is usable, the first is
-  tried anyway (it is `forced`), which is how an emergency with no fallback still gets its try;
+  tried anyway (it is `forced`). A decision with a single route always forces it — with nothing
+  to fall back to, trying beats refusing — which is how an emergency with no fallback still gets
+  its attempts even while its breaker is open or half-open;
 - deadline: the row's latency budget, or a smaller one the caller asked for.
 """
 
@@ -96,6 +98,9 @@ def decide(  # noqa: PLR0913 - the policy's inputs are exactly DESIGN.md §4's l
 
 
 def _admit(rule: RoutingRule, budget: BudgetView) -> None:
+    # DESIGN.md §4.7 says non-critical work is throttled at 95 %; the cost issue that builds the
+    # ledger narrows it (and is newer): at 95 % low-priority work is throttled, at 100 % only
+    # critical work is served.
     used = f"{budget.utilisation * 100:.0f}%"
     if budget.level is BudgetLevel.EXHAUSTED and rule.priority is not Priority.CRITICAL:
         raise BudgetRefused(
@@ -191,10 +196,11 @@ def _order_by_health(
     states = {r: health.get(r, _HEALTHY) for r in candidates}
     first = candidates[0]
     first_state = states[first]
+    only = first if len(candidates) == 1 else None
     if first_state.status is HealthStatus.HEALTHY:
-        return tuple(candidates), None, f"{first} healthy"
+        return tuple(candidates), only, f"{first} healthy"
     if first_state.status is HealthStatus.PROBING:
-        return tuple(candidates), None, f"{first} half-open, sending a probe"
+        return tuple(candidates), only, f"{first} half-open, sending a probe"
     usable = [r for r in candidates if states[r].usable]
     if usable:
         rest = [r for r in candidates if r not in usable]

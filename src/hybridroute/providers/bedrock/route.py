@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import aiohttp
 from botocore.eventstream import EventStreamBuffer, ParserError
+from botocore.exceptions import BotoCoreError
 from yarl import URL
 
 from hybridroute.config.schema import BedrockRouteConfig
@@ -43,10 +44,6 @@ log = logging.getLogger("hybridroute.routes.bedrock")
 _JSON = "application/json"
 _EVENT_STREAM = "application/vnd.amazon.eventstream"
 _READY = RouteHealth(HealthStatus.HEALTHY)
-
-
-def _request_text(request: GenerationRequest) -> str:
-    return "\n".join([*request.system, *(m.content for m in request.messages)])
 
 
 class DirectBedrockRoute:
@@ -107,8 +104,10 @@ class DirectBedrockRoute:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
+            # sock_connect, not connect: waiting for a free pooled connection is not the
+            # upstream failing to accept one.
             timeout=aiohttp.ClientTimeout(
-                total=None, connect=self._config.connect_timeout_ms / 1000.0
+                total=None, sock_connect=self._config.connect_timeout_ms / 1000.0
             ),
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
@@ -131,7 +130,10 @@ class DirectBedrockRoute:
     async def _signed(self, url: str, body: bytes, accept: str) -> dict[str, str]:
         if self._signer is None:
             raise UpstreamAuthError(self._id, self._credentials_problem)
-        return await self._signer.sign(url, body, accept)
+        try:
+            return await self._signer.sign(url, body, accept)
+        except BotoCoreError as exc:  # refreshing expired credentials failed
+            raise UpstreamAuthError(self._id, f"could not refresh AWS credentials: {exc}") from exc
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -148,7 +150,7 @@ class DirectBedrockRoute:
                 payload = await response.read()
                 if response.status != 200:
                     raise error_from_response(self._id, response.status, response.headers, payload)
-        return parse_converse(self._id, model, payload, _request_text(request))
+        return parse_converse(self._id, model, payload, request)
 
     async def stream(
         self, request: GenerationRequest, *, budget_s: float
@@ -157,7 +159,7 @@ class DirectBedrockRoute:
         url = self._url(model, "converse-stream")
         body = converse_body(request)
         headers = await self._signed(url, body, _EVENT_STREAM)
-        decoder = StreamDecoder(self._id, _request_text(request))
+        decoder = StreamDecoder(self._id, request)
         with transport_errors(self._id, self._endpoint):
             async with self._client().post(self._wire(url), data=body, headers=headers) as response:
                 if response.status != 200:

@@ -15,6 +15,7 @@ import botocore.session
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, RefreshableCredentials
+from botocore.exceptions import BotoCoreError
 
 from hybridroute.config.schema import ChainCredentials, StaticCredentials
 
@@ -41,6 +42,13 @@ def _value(reference: str, field: str) -> str:
 
 def resolve_credentials(config: ChainCredentials | StaticCredentials) -> Credentials:
     """Find credentials for a route. Blocking (files, metadata service): call off the loop."""
+    try:
+        return _resolve(config)
+    except BotoCoreError as exc:  # ProfileNotFound, a broken SSO cache, a failed assume-role …
+        raise CredentialsUnavailable(f"the AWS SDK could not load credentials: {exc}") from exc
+
+
+def _resolve(config: ChainCredentials | StaticCredentials) -> Credentials:
     if isinstance(config, StaticCredentials):
         token = config.session_token
         return Credentials(

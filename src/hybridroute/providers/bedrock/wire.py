@@ -68,7 +68,9 @@ def converse_body(request: GenerationRequest) -> bytes:
     return orjson.dumps(body)
 
 
-def parse_converse(route: str, model: str, payload: bytes, request_text: str) -> Completion:
+def parse_converse(
+    route: str, model: str, payload: bytes, request: GenerationRequest
+) -> Completion:
     """A Converse JSON response → Completion, or `UpstreamProtocolError` for anything else."""
     try:
         data = orjson.loads(payload)
@@ -88,16 +90,18 @@ def parse_converse(route: str, model: str, payload: bytes, request_text: str) ->
         text=text,
         model=model,
         finish_reason=finish_reason(data.get("stopReason")),
-        usage=_usage(usage_data, request_text, text),
+        usage=_usage(usage_data, request, text),
     )
 
 
-def _usage(data: object, request_text: str, answer: str) -> Usage:
+def _usage(data: object, request: GenerationRequest, answer: str) -> Usage:
     if isinstance(data, dict):
         inp, out = data.get("inputTokens"), data.get("outputTokens")
         if isinstance(inp, int) and isinstance(out, int):
             return Usage(inp, out)
-    return Usage(estimate_tokens(request_text), estimate_tokens(answer), estimated=True)
+    # Only when Bedrock reported no usage: estimate from the text sent and received.
+    sent = "\n".join([*request.system, *(m.content for m in request.messages)])
+    return Usage(estimate_tokens(sent), estimate_tokens(answer), estimated=True)
 
 
 def _keys(data: object) -> str:
@@ -107,11 +111,11 @@ def _keys(data: object) -> str:
 class StreamDecoder:
     """Turns decoded event-stream messages into text pieces and the final stop/usage."""
 
-    __slots__ = ("_parts", "_request_text", "_route", "stop_reason", "usage")
+    __slots__ = ("_parts", "_request", "_route", "stop_reason", "usage")
 
-    def __init__(self, route: str, request_text: str) -> None:
+    def __init__(self, route: str, request: GenerationRequest) -> None:
         self._route = route
-        self._request_text = request_text
+        self._request = request
         self._parts: list[str] = []
         self.stop_reason: str | None = None
         self.usage: Usage | None = None
@@ -138,15 +142,13 @@ class StreamDecoder:
             self.stop_reason = finish_reason(self._json(message.payload).get("stopReason"))
         elif event == "metadata":
             answer = "".join(self._parts)
-            self.usage = _usage(
-                self._json(message.payload).get("usage"), self._request_text, answer
-            )
+            self.usage = _usage(self._json(message.payload).get("usage"), self._request, answer)
         return None
 
     def final_usage(self) -> Usage:
         if self.usage is not None:
             return self.usage
-        return _usage(None, self._request_text, "".join(self._parts))
+        return _usage(None, self._request, "".join(self._parts))
 
     def _exception(self, exception_type: str, payload: bytes) -> UpstreamError:
         message = self._json(payload).get("message")

@@ -28,6 +28,7 @@ from hybridroute.types import (
     RouteKind,
     StreamEnd,
     StreamEvent,
+    StreamStart,
     TextDelta,
     Usage,
 )
@@ -112,6 +113,7 @@ class McpRoute:
     ) -> AsyncIterator[StreamEvent]:
         # tools/call answers in one piece: the stream is that answer, then its end.
         completion = await self.complete(request, budget_s=budget_s)
+        yield StreamStart(completion.model)
         if completion.text:
             yield TextDelta(completion.text)
         yield StreamEnd(completion.finish_reason, completion.usage)

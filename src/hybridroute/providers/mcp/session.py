@@ -1,11 +1,14 @@
 """One long-lived MCP client session per route, kept alive by a supervised task.
 
 The session task connects (spawning the server command for stdio, or opening the streamable HTTP
-endpoint), checks that the configured tool exists, and then holds the connection open. When a
-call finds the connection closed, or a connect attempt fails, the task reconnects with
-exponential backoff and jitter. Calls made while disconnected fail at once with
-`UpstreamUnavailable` (so the executor can fall back) unless a connect attempt is under way,
-in which case they wait for it, never longer than their own budget.
+endpoint), checks that the configured tool exists, and then holds the connection open. When the
+transport ends (the server exited), a call finds the connection closed, or a connect attempt
+fails, the task reconnects with exponential backoff and jitter. Each connection has a generation
+number, so a late failure reported by a call on an old connection cannot tear down a new one.
+
+Calls made while disconnected fail at once with `UpstreamUnavailable` (so the executor can fall
+back) unless a connect attempt is under way, in which case they wait for it, never longer than
+their own budget.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, CallToolResult, Implementation
+from pydantic import ValidationError
 
 from hybridroute._clock import Clock
 from hybridroute._tasks import TaskSupervisor
 from hybridroute.config.schema import McpRouteConfig
-from hybridroute.errors import UpstreamUnavailable
+from hybridroute.errors import UpstreamProtocolError, UpstreamUnavailable
 from hybridroute.providers.mcp.errors import from_mcp_error
+from hybridroute.providers.mcp.transport import watch_end
 
 __all__ = ["McpSession", "SessionState"]
 
@@ -82,6 +87,7 @@ class McpSession:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
+        self._generation = 0
         self.last_error: str | None = None
         self.retry_at: float | None = None
         self.connects = 0
@@ -141,9 +147,15 @@ class McpSession:
         # A method, not the attribute, so type narrowing does not freeze it across awaits.
         return self._closing
 
+    def _lost(self, generation: int) -> None:
+        """The connection of `generation` is gone; reconnect if it is still the current one."""
+        if generation == self._generation and self._state is SessionState.CONNECTED:
+            self._broken.set()
+
     async def _hold_connection(self) -> None:
+        generation = self._generation + 1
         async with AsyncExitStack() as stack:
-            client = await stack.enter_async_context(self._new_client(stack))
+            client = await stack.enter_async_context(self._new_client(stack, generation))
             listing = await client.list_tools()
             self.tools = tuple(tool.name for tool in listing.tools)
             if self._config.tool not in self.tools:
@@ -152,6 +164,7 @@ class McpSession:
                     f"(it offers: {', '.join(self.tools) or 'none'}); fix the route's 'tool'"
                 )
             self._client = client
+            self._generation = generation
             self.connects += 1
             self.last_error = None
             self.retry_at = None
@@ -160,15 +173,19 @@ class McpSession:
             if not self._closing:
                 log.warning("MCP route %s: connection lost, reconnecting", self._route)
 
-    def _new_client(self, stack: AsyncExitStack) -> Client:
+    def _new_client(self, stack: AsyncExitStack, generation: int) -> Client:
         config = self._config
+
+        def ended() -> None:
+            self._lost(generation)
+
         if config.transport == "stdio":
             command = config.command or []
             params = StdioServerParameters(
                 command=command[0], args=command[1:], env=config.env or None, cwd=config.cwd
             )
             return Client(
-                stdio_client(params, errlog=sys.stderr),
+                watch_end(stdio_client(params, errlog=sys.stderr), ended),
                 mode=config.protocol,
                 client_info=_CLIENT_INFO,
                 cache=None,
@@ -181,7 +198,7 @@ class McpSession:
         )
         stack.push_async_callback(http.aclose)
         return Client(
-            streamable_http_client(config.url or "", http_client=http),
+            watch_end(streamable_http_client(config.url or "", http_client=http), ended),
             mode=config.protocol,
             client_info=_CLIENT_INFO,
             cache=None,
@@ -192,21 +209,30 @@ class McpSession:
         client = self._client
         if client is None:
             client = await self._wait_for_connection(budget_s)
+        generation = self._generation
+        tool = self._config.tool
         try:
-            return await client.call_tool(
-                self._config.tool, arguments, read_timeout_seconds=budget_s
-            )
+            return await client.call_tool(tool, arguments, read_timeout_seconds=budget_s)
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
-                self._broken.set()
-            raise from_mcp_error(self._route, self._config.tool, exc) from exc
+                self._lost(generation)
+            raise from_mcp_error(self._route, tool, exc) from exc
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
-            self._broken.set()
+            self._lost(generation)
             raise UpstreamUnavailable(
                 self._route, "the MCP connection broke during the call; reconnecting"
             ) from exc
+        except httpx2.TransportError as exc:
+            self._lost(generation)
+            raise UpstreamUnavailable(self._route, f"cannot reach the MCP server: {exc}") from exc
         except httpx2.HTTPError as exc:
-            raise UpstreamUnavailable(self._route, f"MCP HTTP transport error: {exc}") from exc
+            raise UpstreamUnavailable(self._route, f"MCP HTTP error: {exc}") from exc
+        except (ValidationError, RuntimeError) as exc:
+            # The SDK's result checks: a result that breaks the protocol's schema, input the
+            # server demands and the gateway cannot give, an extension's unexpected result.
+            raise UpstreamProtocolError(
+                self._route, f"tools/call {tool} returned an unusable result: {exc}"
+            ) from exc
 
     async def _wait_for_connection(self, budget_s: float) -> Client:
         if self._state is SessionState.CONNECTING:

@@ -1,0 +1,44 @@
+"""The data-plane ASGI app before a runtime exists, called directly through ASGI."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import pytest
+
+from hybridroute.api import DataPlane
+
+pytestmark = pytest.mark.anyio
+
+
+async def call(app: DataPlane, method: str, path: str) -> tuple[int, dict[str, str], Any]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    scope = {"type": "http", "method": method, "path": path, "headers": []}
+    await app(scope, receive, send)
+    start, body = sent
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], headers, orjson.loads(body["body"])
+
+
+async def test_requests_before_the_runtime_started_get_503_and_retry_after():
+    app = DataPlane(lambda: None, max_body_bytes=1024)
+    status, headers, body = await call(app, "POST", "/v1/chat/completions")
+    assert status == 503
+    assert headers["retry-after"] == "1"
+    assert body["error"]["code"] == "gateway_unavailable"
+
+
+async def test_unknown_paths_are_404_even_while_starting():
+    app = DataPlane(lambda: None, max_body_bytes=1024)
+    status, _, body = await call(app, "GET", "/nope")
+    assert status == 404
+    assert body["error"]["code"] == "not_found"
