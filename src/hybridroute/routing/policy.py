@@ -101,14 +101,17 @@ def _admit(rule: RoutingRule, budget: BudgetView) -> None:
     # DESIGN.md §4.7 says non-critical work is throttled at 95 %; the cost issue that builds the
     # ledger narrows it (and is newer): at 95 % low-priority work is throttled, at 100 % only
     # critical work is served.
+    level = budget.level
+    if level is BudgetLevel.NORMAL or level is BudgetLevel.ELEVATED:
+        return
     used = f"{budget.utilisation * 100:.0f}%"
-    if budget.level is BudgetLevel.EXHAUSTED and rule.priority is not Priority.CRITICAL:
+    if level is BudgetLevel.EXHAUSTED and rule.priority is not Priority.CRITICAL:
         raise BudgetRefused(
             f"budget exhausted ({used} used): only critical operations are served until the "
             f"window resets; {rule.operation_type} is {rule.priority.value} priority",
             retry_after_s=budget.retry_after_s,
         )
-    if budget.level is BudgetLevel.CRITICAL and rule.priority is Priority.LOW:
+    if level is BudgetLevel.CRITICAL and rule.priority is Priority.LOW:
         raise BudgetRefused(
             f"budget at {used}: emergency cost controls throttle low-priority work; "
             f"{rule.operation_type} is low priority, retry later",
@@ -122,12 +125,13 @@ def _candidates(
     mcp_only = topology.mcp_only_route
     if not flags.intelligent_routing:
         return [mcp_only], f"ENABLE_INTELLIGENT_ROUTING off: every operation goes to {mcp_only}"
-
-    def is_bedrock(route: RouteId) -> bool:
-        return topology.kinds.get(route) is RouteKind.BEDROCK
-
+    kinds = topology.kinds
     if not flags.bedrock_support_mode:
-        kept = [r for r in (rule.primary, rule.fallback) if r is not None and not is_bedrock(r)]
+        kept = [
+            r
+            for r in (rule.primary, rule.fallback)
+            if r is not None and kinds.get(r) is not RouteKind.BEDROCK
+        ]
         routes = kept or [mcp_only]
         return routes, (
             f"MCP-only mode (ENABLE_BEDROCK_SUPPORT_MODE off): {', '.join(routes)}, "
@@ -135,7 +139,7 @@ def _candidates(
         )
     if rule.fallback is None:
         return [rule.primary], f"matrix: {rule.primary}, no fallback"
-    if is_bedrock(rule.fallback) and not flags.direct_bedrock_fallback:
+    if kinds.get(rule.fallback) is RouteKind.BEDROCK and not flags.direct_bedrock_fallback:
         return [rule.primary], (
             f"matrix: {rule.primary}, fallback {rule.fallback} disabled "
             "(ENABLE_DIRECT_BEDROCK_FALLBACK off)"
@@ -193,14 +197,14 @@ def _prefer_cheaper(
 def _order_by_health(
     candidates: list[RouteId], health: HealthView
 ) -> tuple[tuple[RouteId, ...], RouteId | None, str]:
-    states = {r: health.get(r, _HEALTHY) for r in candidates}
     first = candidates[0]
-    first_state = states[first]
+    first_state = health.get(first, _HEALTHY)
     only = first if len(candidates) == 1 else None
     if first_state.status is HealthStatus.HEALTHY:
         return tuple(candidates), only, f"{first} healthy"
     if first_state.status is HealthStatus.PROBING:
         return tuple(candidates), only, f"{first} half-open, sending a probe"
+    states = {r: health.get(r, _HEALTHY) for r in candidates}
     usable = [r for r in candidates if states[r].usable]
     if usable:
         rest = [r for r in candidates if r not in usable]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-import aiohttp
 import orjson
 
 from hybridroute.errors import (
@@ -22,6 +21,13 @@ from hybridroute.errors import (
     UpstreamThrottled,
     UpstreamTimeout,
     UpstreamUnavailable,
+)
+from hybridroute.providers.http import (
+    ConnectFailed,
+    ConnectionLost,
+    ConnectTimeout,
+    InvalidResponse,
+    ResponseCutOff,
 )
 
 __all__ = ["error_from_code", "error_from_response", "transport_errors"]
@@ -93,8 +99,8 @@ def error_from_code(
 def error_from_response(
     route: str, status: int, headers: Mapping[str, str], body: bytes
 ) -> UpstreamError:
-    """The gateway error for a non-200 Bedrock response."""
-    code = headers.get("x-amzn-ErrorType", "").split(":", 1)[0]
+    """The gateway error for a non-200 Bedrock response (header names are lower case)."""
+    code = headers.get("x-amzn-errortype", "").split(":", 1)[0]
     message: str | None = None
     try:
         parsed = orjson.loads(body) if body else None
@@ -143,25 +149,20 @@ def _retry_after(value: str | None) -> float | None:
 
 @contextmanager
 def transport_errors(route: str, endpoint: str) -> Iterator[None]:
-    """Map aiohttp's transport exceptions to gateway errors naming the route and endpoint."""
+    """Map the HTTP client's transport failures to gateway errors naming the route."""
     try:
         yield
     except UpstreamError:
         raise
-    except aiohttp.ConnectionTimeoutError as exc:
+    except ConnectTimeout as exc:
         raise UpstreamUnavailable(route, f"connecting to {endpoint} timed out") from exc
-    except aiohttp.ServerTimeoutError as exc:
-        raise UpstreamTimeout(route, f"{endpoint} stopped sending data: {exc}") from exc
-    except aiohttp.ClientConnectorError as exc:
-        reason = exc.os_error.strerror or str(exc.os_error)
-        raise UpstreamUnavailable(route, f"cannot connect to {endpoint}: {reason}") from exc
-    except aiohttp.ServerDisconnectedError as exc:
+    except ConnectFailed as exc:
+        raise UpstreamUnavailable(route, str(exc)) from exc
+    except ConnectionLost as exc:
         raise UpstreamUnavailable(
             route, f"{endpoint} closed the connection before answering"
         ) from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise UpstreamProtocolError(route, f"the response body was cut off: {exc}") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnavailable(route, f"HTTP failure talking to {endpoint}: {exc}") from exc
+    except (ResponseCutOff, InvalidResponse) as exc:
+        raise UpstreamProtocolError(route, f"bad response from {endpoint}: {exc}") from exc
     except OSError as exc:
         raise UpstreamUnavailable(route, f"network error talking to {endpoint}: {exc}") from exc

@@ -1,8 +1,9 @@
-"""The Direct Bedrock route: Converse and ConverseStream over a pooled keep-alive HTTP client.
+"""The Direct Bedrock route: Converse and ConverseStream over pooled keep-alive connections.
 
-Requests are signed with SigV4 by botocore (see `signing.py`) and sent with aiohttp to the
-route's regional endpoint, or to `endpoint_url` when configured (a VPC endpoint, a proxy, or the
-local simulator). Every failure leaves this module as a typed `UpstreamError`.
+Requests are signed with SigV4 by botocore (see `signing.py`) and sent with the gateway's lean
+HTTP/1.1 client to the route's regional endpoint, or to `endpoint_url` when configured (a VPC
+endpoint, a proxy, or the local simulator). Every failure leaves this module as a typed
+`UpstreamError`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-import aiohttp
 from botocore.eventstream import EventStreamBuffer, ParserError
 from botocore.exceptions import BotoCoreError
-from yarl import URL
 
 from hybridroute.config.schema import BedrockRouteConfig
 from hybridroute.errors import UpstreamAuthError, UpstreamProtocolError
@@ -26,6 +25,7 @@ from hybridroute.providers.bedrock.signing import (
     resolve_credentials,
 )
 from hybridroute.providers.bedrock.wire import StreamDecoder, converse_body, parse_converse
+from hybridroute.providers.http import HttpPool
 from hybridroute.signals import HealthStatus, RouteHealth
 from hybridroute.types import (
     Completion,
@@ -57,9 +57,12 @@ class DirectBedrockRoute:
         self._endpoint = (
             config.endpoint_url or f"https://bedrock-runtime.{config.region}.amazonaws.com"
         )
+        parts = urlsplit(self._endpoint)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._base_path = parts.path.rstrip("/")
         self._signer: SigV4Signer | None = None
         self._credentials_problem = "credentials not resolved yet"
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: HttpPool | None = None
 
     @property
     def id(self) -> RouteId:
@@ -97,71 +100,61 @@ class DirectBedrockRoute:
             log.warning("route %s has no AWS credentials: %s", self._id, exc)
         else:
             self._signer = SigV4Signer(credentials, self._config.region)
-        connector = aiohttp.TCPConnector(
-            limit=self._config.max_connections,
-            keepalive_timeout=30,
-            ttl_dns_cache=300,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # sock_connect, not connect: waiting for a free pooled connection is not the
-            # upstream failing to accept one.
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self._config.connect_timeout_ms / 1000.0
-            ),
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
+        self._pool = HttpPool(
+            self._origin,
+            max_connections=self._config.max_connections,
+            connect_timeout_s=self._config.connect_timeout_ms / 1000.0,
         )
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
 
-    def _url(self, model: str, operation: str) -> str:
-        return f"{self._endpoint}/model/{quote(model, safe='')}/{operation}"
+    def _path(self, model: str, operation: str) -> str:
+        # The model id is one path segment: ':' and '/' in ids and ARNs are percent-encoded,
+        # and the path is sent exactly as it was signed.
+        return f"{self._base_path}/model/{quote(model, safe='')}/{operation}"
 
-    @staticmethod
-    def _wire(url: str) -> URL:
-        # Send the path exactly as it was signed: left to itself, the URL parser would turn
-        # the %3A of a model id back into ':' and the signature would no longer match.
-        return URL(url, encoded=True)
-
-    async def _signed(self, url: str, body: bytes, accept: str) -> dict[str, str]:
+    async def _signed(
+        self, pool: HttpPool, path: str, body: bytes, accept: str
+    ) -> list[tuple[str, str]]:
         if self._signer is None:
             raise UpstreamAuthError(self._id, self._credentials_problem)
         try:
-            return await self._signer.sign(url, body, accept)
+            return await self._signer.sign(self._origin + path, pool.host_header, body, accept)
         except BotoCoreError as exc:  # refreshing expired credentials failed
             raise UpstreamAuthError(self._id, f"could not refresh AWS credentials: {exc}") from exc
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def _client(self) -> HttpPool:
+        if self._pool is None:
             raise RuntimeError(f"route {self._id} is not started")
-        return self._session
+        return self._pool
 
     async def complete(self, request: GenerationRequest, *, budget_s: float) -> Completion:
         model = self.model_for(request.operation_type)
-        url = self._url(model, "converse")
+        path = self._path(model, "converse")
         body = converse_body(request)
-        headers = await self._signed(url, body, _JSON)
+        pool = self._client()
+        headers = await self._signed(pool, path, body, _JSON)
         with transport_errors(self._id, self._endpoint):
-            async with self._client().post(self._wire(url), data=body, headers=headers) as response:
+            async with pool.request("POST", path, headers, body) as response:
                 payload = await response.read()
-                if response.status != 200:
-                    raise error_from_response(self._id, response.status, response.headers, payload)
+        if response.status != 200:
+            raise error_from_response(self._id, response.status, response.headers, payload)
         return parse_converse(self._id, model, payload, request)
 
     async def stream(
         self, request: GenerationRequest, *, budget_s: float
     ) -> AsyncIterator[StreamEvent]:
         model = self.model_for(request.operation_type)
-        url = self._url(model, "converse-stream")
+        path = self._path(model, "converse-stream")
         body = converse_body(request)
-        headers = await self._signed(url, body, _EVENT_STREAM)
+        pool = self._client()
+        headers = await self._signed(pool, path, body, _EVENT_STREAM)
         decoder = StreamDecoder(self._id, request)
         with transport_errors(self._id, self._endpoint):
-            async with self._client().post(self._wire(url), data=body, headers=headers) as response:
+            async with pool.request("POST", path, headers, body) as response:
                 if response.status != 200:
                     payload = await response.read()
                     raise error_from_response(self._id, response.status, response.headers, payload)
@@ -173,7 +166,7 @@ class DirectBedrockRoute:
                         f"expected {_EVENT_STREAM}",
                     )
                 frames = EventStreamBuffer()
-                async for chunk in response.content.iter_any():
+                async for chunk in response.chunks():
                     frames.add_data(chunk)
                     try:
                         for message in frames:
