@@ -130,12 +130,17 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A finished answer from one route."""
+    """A finished answer from one route.
+
+    `upstream_s` is how long the route waited on its upstream (request sent to answer read):
+    the part of the request's time that is not the gateway's own work.
+    """
 
     text: str
     model: str
     finish_reason: str
     usage: Usage
+    upstream_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -314,3 +314,18 @@ async def test_no_time_sharing_with_a_fallback_whose_breaker_is_open():
     breakers[M].record_failure(permit, "down")
     await executor.complete(decision((D, M), budget_ms=1000), REQUEST)
     assert primary.budgets[0] == pytest.approx(1.0, abs=0.05)
+
+
+async def test_upstream_time_is_what_the_route_waited_plus_failed_attempts():
+    """The overhead header subtracts only upstream waiting, not the route client's own work."""
+
+    class Timed(FakeRoute):
+        async def complete(self, request: GenerationRequest, *, budget_s: float) -> Completion:
+            await self._step(budget_s)
+            return Completion("t", "m", "stop", Usage(1, 1), upstream_s=0.125)
+
+    primary, fallback = FakeRoute(D, [unavailable()]), Timed(M, [])
+    executor, _ = setup([primary, fallback])
+    served = await executor.complete(decision((D, M)), REQUEST)
+    failed = served.attempts[0].duration_ms / 1000.0
+    assert served.upstream_s == pytest.approx(failed + 0.125)

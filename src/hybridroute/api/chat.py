@@ -13,6 +13,7 @@ import logging
 import time
 from time import perf_counter
 
+from hybridroute._aio import LoopCache
 from hybridroute.api.disconnect import DisconnectWatch
 from hybridroute.api.http import (
     Receive,
@@ -75,6 +76,7 @@ class ChatEndpoint:
 
     def __init__(self, max_body_bytes: int) -> None:
         self._max_body = max_body_bytes
+        self._loop = LoopCache()
 
     async def __call__(self, gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
@@ -85,7 +87,7 @@ class ChatEndpoint:
                 body, request_headers(scope), gateway.matrix.default_operation_type
             )
             decision, generation = gateway.plan(chat)
-            with DisconnectWatch(receive) as watch:
+            with DisconnectWatch(receive, self._loop.get()) as watch:
                 if chat.stream:
                     await self._stream(gateway, chat, decision, generation, started, send)
                 else:

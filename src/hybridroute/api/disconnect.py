@@ -5,6 +5,9 @@ would keep an upstream call or stream running for nobody (and hold a breaker per
 `DisconnectWatch` listens for `http.disconnect` beside the handler and cancels the handler's task
 when it comes; the cancellation unwinds through the executor, which closes upstream streams and
 gives permits back. Start it only after the request body has been read.
+
+Most requests finish in a few milliseconds, so the listener is not started at once: a timer arms
+it after `ARM_AFTER_S`. A request that ends sooner costs one timer instead of a task.
 """
 
 from __future__ import annotations
@@ -14,25 +17,33 @@ from types import TracebackType
 
 from hybridroute.api.http import Receive
 
-__all__ = ["DisconnectWatch"]
+__all__ = ["ARM_AFTER_S", "DisconnectWatch"]
+
+ARM_AFTER_S = 0.05
 
 
 class DisconnectWatch:
     """Context manager: cancels the current task if the client disconnects inside it."""
 
-    __slots__ = ("_done", "_receive", "_target", "_watcher", "client_gone")
+    __slots__ = ("_done", "_loop", "_receive", "_target", "_timer", "_watcher", "client_gone")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
         self._receive = receive
+        self._loop = loop
         self._target: asyncio.Task[object] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._done = False
         self.client_gone = False
 
     def __enter__(self) -> DisconnectWatch:
-        self._target = asyncio.current_task()
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        self._target = asyncio.current_task(self._loop)
+        self._timer = self._loop.call_later(ARM_AFTER_S, self._arm)
         return self
+
+    def _arm(self) -> None:
+        if not self._done:
+            self._watcher = self._loop.create_task(self._watch())
 
     async def _watch(self) -> None:
         while True:
@@ -50,6 +61,8 @@ class DisconnectWatch:
         tb: TracebackType | None,
     ) -> bool:
         self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
         if exc_type is asyncio.CancelledError and self.client_gone and self._target is not None:

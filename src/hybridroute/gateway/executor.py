@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from hybridroute._aio import Deadline, LoopCache
 from hybridroute._clock import Clock
 from hybridroute.errors import (
     UpstreamError,
@@ -131,6 +132,7 @@ class Executor:
         self._clock = clock
         self._settings = settings or ExecutorSettings()
         self._rng = rng or random.Random()
+        self._loop = LoopCache()
 
     async def complete(self, decision: Decision, request: GenerationRequest) -> Served:
         """Serve a request as one completion."""
@@ -138,13 +140,18 @@ class Executor:
         win = await self._first_success(decision, request, attempts, _call_complete)
         elapsed = self._clock.monotonic() - win.started
         win.breaker.record_success(win.permit, elapsed)
+        completion = win.value
+        # Upstream time: what the winning route waited on its upstream (or, if it could not
+        # say, its whole attempt), plus every failed attempt before it.
+        waited = completion.upstream_s or elapsed
+        failed = sum(a.duration_ms for a in attempts) / 1000.0
         attempts.append(Attempt(win.route.id, "ok", elapsed * 1000.0))
         return Served(
             decision=decision,
             route=win.route.id,
-            completion=win.value,
+            completion=completion,
             attempts=tuple(attempts),
-            upstream_s=sum(a.duration_ms for a in attempts) / 1000.0,
+            upstream_s=failed + waited,
         )
 
     async def open_stream(self, decision: Decision, request: GenerationRequest) -> OpenStream:
@@ -164,6 +171,7 @@ class Executor:
             permit=win.permit,
             attempts=tuple(attempts),
             clock=self._clock,
+            loop=self._loop.get(),
             started=win.started,
             upstream_s=sum(a.duration_ms for a in attempts) / 1000.0,
         )
@@ -272,7 +280,7 @@ class Executor:
         error: UpstreamError
         counts = True
         try:
-            async with asyncio.timeout(budget):
+            async with Deadline(self._loop.get(), budget):
                 value = await call(route, request, budget)
         except UpstreamError as exc:
             error = exc

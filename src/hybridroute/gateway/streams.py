@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hybridroute._aio import Deadline
 from hybridroute._clock import Clock
 from hybridroute.errors import StreamInterrupted, UpstreamError
 from hybridroute.resilience.breaker import CircuitBreaker, Permit
@@ -39,6 +40,7 @@ class OpenStream:
     permit: Permit
     attempts: tuple[Attempt, ...]
     clock: Clock
+    loop: asyncio.AbstractEventLoop
     started: float
     upstream_s: float
     _settled: bool = field(default=False, init=False)
@@ -72,7 +74,7 @@ class OpenStream:
         try:
             if remaining <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(remaining):
+            async with Deadline(self.loop, remaining):
                 return await anext(self.events_source)
         except TimeoutError:
             budget = self.decision.budget_ms

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import quote, urlsplit
 
@@ -137,12 +138,14 @@ class DirectBedrockRoute:
         body = converse_body(request)
         pool = self._client()
         headers = await self._signed(pool, path, body, _JSON)
+        sent = time.perf_counter()
         with transport_errors(self._id, self._endpoint):
             async with pool.request("POST", path, headers, body) as response:
                 payload = await response.read()
+        waited = time.perf_counter() - sent
         if response.status != 200:
             raise error_from_response(self._id, response.status, response.headers, payload)
-        return parse_converse(self._id, model, payload, request)
+        return parse_converse(self._id, model, payload, request, upstream_s=waited)
 
     async def stream(
         self, request: GenerationRequest, *, budget_s: float

@@ -69,7 +69,7 @@ def converse_body(request: GenerationRequest) -> bytes:
 
 
 def parse_converse(
-    route: str, model: str, payload: bytes, request: GenerationRequest
+    route: str, model: str, payload: bytes, request: GenerationRequest, *, upstream_s: float = 0.0
 ) -> Completion:
     """A Converse JSON response → Completion, or `UpstreamProtocolError` for anything else."""
     try:
@@ -91,6 +91,7 @@ def parse_converse(
         model=model,
         finish_reason=finish_reason(data.get("stopReason")),
         usage=_usage(usage_data, request, text),
+        upstream_s=upstream_s,
     )
 
 

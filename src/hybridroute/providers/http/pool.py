@@ -22,7 +22,6 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -95,6 +94,8 @@ class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: writes a request, parses the response it gets back."""
 
     def __init__(self) -> None:
+        # Built by the loop in its own context: look it up once, use it for every future.
+        self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._headers: dict[str, str] = {}
@@ -109,7 +110,7 @@ class _Connection(asyncio.Protocol):
         self._error: HttpError | None = None
         self.closed = False
         self.idle_since = 0.0
-        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.gone: asyncio.Future[None] = self._loop.create_future()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -177,7 +178,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, data: bytes) -> asyncio.Future[Response]:
         """Write a whole request; the future resolves when the response headers arrive."""
-        self._head = asyncio.get_running_loop().create_future()
+        self._head = self._loop.create_future()
         self._headers = {}
         self._chunks.clear()
         self._buffered = 0
@@ -201,7 +202,7 @@ class _Connection(asyncio.Protocol):
                 return None
             if self._error is not None:
                 raise self._error
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             await self._waiter
 
     @property
@@ -225,6 +226,32 @@ class _Connection(asyncio.Protocol):
             head.set_exception(error)
         self._wake()
         self.close()
+
+
+class _Exchange:
+    """One request on a pooled connection, as an async context manager (a plain class: this
+    runs for every upstream call, and a generator-based context manager costs more)."""
+
+    __slots__ = ("_conn", "_data", "_pool")
+
+    def __init__(self, pool: HttpPool, data: bytes) -> None:
+        self._pool = pool
+        self._data = data
+        self._conn: _Connection | None = None
+
+    async def __aenter__(self) -> Response:
+        self._conn = conn = await self._pool._acquire()
+        try:
+            return await conn.send(self._data)
+        except BaseException:
+            self._pool._release(conn)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        # Reused only if the response was read to its end; otherwise (cancelled, abandoned,
+        # failed) the connection is in an unknown state and is closed.
+        if self._conn is not None:
+            self._pool._release(self._conn)
 
 
 class HttpPool:
@@ -259,26 +286,19 @@ class HttpPool:
         self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
         self._closed = False
 
-    @asynccontextmanager
-    async def request(
+    def request(
         self,
         method: str,
         target: str,
         headers: Sequence[tuple[str, str]],
         body: bytes,
-    ) -> AsyncIterator[Response]:
-        """Send a request; yields the response once its headers are in."""
+    ) -> _Exchange:
+        """`async with pool.request(...) as response:` sends a request and yields the response
+        once its headers are in."""
         lines = [f"{method} {target} HTTP/1.1\r\nhost: {self.host_header}\r\n"]
         lines.extend(f"{name}: {value}\r\n" for name, value in headers)
         lines.append(f"content-length: {len(body)}\r\n\r\n")
-        data = "".join(lines).encode("latin-1") + body
-        conn = await self._acquire()
-        try:
-            yield await conn.send(data)
-        finally:
-            # Reused only if the response was read to its end; otherwise (cancelled, abandoned,
-            # failed) the connection is in an unknown state and is closed.
-            self._release(conn)
+        return _Exchange(self, "".join(lines).encode("latin-1") + body)
 
     async def _acquire(self) -> _Connection:
         if self._closed:

@@ -7,6 +7,7 @@ counts) when the tool provides it, and otherwise estimated and marked as estimat
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -39,7 +40,9 @@ _READY = RouteHealth(HealthStatus.HEALTHY)
 _FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
 
 
-def _usage_from(structured: Mapping[str, Any] | None, request_text: str, answer: str) -> Usage:
+def _usage_from(
+    structured: Mapping[str, Any] | None, request: GenerationRequest, answer: str
+) -> Usage:
     usage = structured.get("usage") if structured else None
     if isinstance(usage, Mapping):
         for inp_key, out_key in (
@@ -50,7 +53,9 @@ def _usage_from(structured: Mapping[str, Any] | None, request_text: str, answer:
             inp, out = usage.get(inp_key), usage.get(out_key)
             if isinstance(inp, int) and isinstance(out, int):
                 return Usage(inp, out)
-    return Usage(estimate_tokens(request_text), estimate_tokens(answer), estimated=True)
+    # Only when the tool reported no usage: estimate from the text sent and received.
+    sent = "\n".join([*request.system, flatten_prompt(request)])
+    return Usage(estimate_tokens(sent), estimate_tokens(answer), estimated=True)
 
 
 class McpRoute:
@@ -105,8 +110,9 @@ class McpRoute:
 
     async def complete(self, request: GenerationRequest, *, budget_s: float) -> Completion:
         arguments = self._mapper.build(request, deadline_ms=int(budget_s * 1000))
+        sent = time.perf_counter()
         result = await self.session.call_tool(arguments, budget_s=budget_s)
-        return self._completion(request, result)
+        return self._completion(request, result, time.perf_counter() - sent)
 
     async def stream(
         self, request: GenerationRequest, *, budget_s: float
@@ -118,7 +124,9 @@ class McpRoute:
             yield TextDelta(completion.text)
         yield StreamEnd(completion.finish_reason, completion.usage)
 
-    def _completion(self, request: GenerationRequest, result: CallToolResult) -> Completion:
+    def _completion(
+        self, request: GenerationRequest, result: CallToolResult, waited: float
+    ) -> Completion:
         texts = [block.text for block in result.content if isinstance(block, TextContent)]
         tool = self._config.tool
         if result.is_error:
@@ -136,9 +144,8 @@ class McpRoute:
             text=text,
             model=model if isinstance(model, str) and model else self._model,
             finish_reason=finish if finish in _FINISH_REASONS else "stop",
-            usage=_usage_from(
-                structured, "\n".join([*request.system, flatten_prompt(request)]), text
-            ),
+            usage=_usage_from(structured, request, text),
+            upstream_s=waited,
         )
 
     def __repr__(self) -> str:

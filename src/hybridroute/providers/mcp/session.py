@@ -237,7 +237,7 @@ class McpSession:
     async def _wait_for_connection(self, budget_s: float) -> Client:
         if self._state is SessionState.CONNECTING:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(budget_s):
+                async with asyncio.timeout(budget_s):  # rare: only while (re)connecting
                     while self._state is SessionState.CONNECTING:
                         await self._changed.wait()
         client = self._client
