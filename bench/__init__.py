@@ -1,0 +1,1 @@
+"""Benchmark tooling for measuring gateway overhead: a fast upstream, load tools and payloads."""

@@ -1,0 +1,1 @@
+"""Tests of the benchmark tools (upstream, payloads, load generators)."""
