@@ -72,7 +72,11 @@ def _fresh_simulators(request: pytest.FixtureRequest) -> None:
 
 
 def gateway_config_data(bedrock_sim: Simulator, mcp_sim: Simulator) -> dict[str, Any]:
-    return embedded_config_data(bedrock_url=bedrock_sim.url, mcp_url=f"{mcp_sim.url}/mcp")
+    data = embedded_config_data(bedrock_url=bedrock_sim.url, mcp_url=f"{mcp_sim.url}/mcp")
+    # Tests that count requests at the simulators must not see stray health probes; the probe
+    # tests set their own interval.
+    data["health"] = {"probe_interval_s": 3600, "probe_timeout_s": 2}
+    return data
 
 
 @dataclass

@@ -19,6 +19,7 @@ from hybridroute.gateway import Executor, ExecutorSettings, Gateway
 from hybridroute.providers import Route, build_route
 from hybridroute.resilience.breaker import BreakerSettings, CircuitBreaker
 from hybridroute.resilience.health import HealthBoard
+from hybridroute.resilience.probes import HealthProber
 from hybridroute.routing.flags import FlagStore, InMemoryFlagStore
 from hybridroute.routing.matrix import RoutingMatrix, Topology
 from hybridroute.signals import FlagState
@@ -50,11 +51,22 @@ class Runtime:
             )
             for route_id in config.routes
         }
-        self.health = HealthBoard(
-            self.breakers, {rid: route.readiness for rid, route in self.routes.items()}
-        )
         self.flags: FlagStore = flags or InMemoryFlagStore(
             FlagState.from_mapping(config.flags.model_dump())
+        )
+        self.health = HealthBoard(
+            self.breakers,
+            {rid: route.readiness for rid, route in self.routes.items()},
+            monitoring=self._monitoring,
+            unhealthy_after=config.health.unhealthy_after,
+        )
+        self.prober = HealthProber(
+            self.routes,
+            self.health.record_probe,
+            self._monitoring,
+            config.health,
+            self.clock,
+            self.supervisor,
         )
         self.matrix = RoutingMatrix.from_config(config)
         self.topology = Topology.from_config(config)
@@ -79,9 +91,14 @@ class Runtime:
         )
         self.started_at: float | None = None
 
+    def _monitoring(self) -> bool:
+        return self.flags.current().hybrid_health_monitoring
+
     async def start(self) -> None:
-        """Open every route (concurrently). Unreachable upstreams do not stop the start."""
+        """Open every route (concurrently), then start the health probes. Unreachable
+        upstreams do not stop the start."""
         await asyncio.gather(*(route.start() for route in self.routes.values()))
+        self.prober.start()
         self.started_at = time.time()
 
     async def aclose(self) -> None:

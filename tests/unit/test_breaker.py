@@ -225,3 +225,31 @@ def test_never_more_probes_in_flight_than_allowed(events, probes):
         assert in_flight <= probes
         if state(breaker) is BreakerState.OPEN:
             assert breaker.try_acquire() is None
+
+
+def test_a_passing_probe_half_opens_an_open_breaker_and_closes_it_after_enough():
+    breaker, _ = make()
+    fail(breaker, 3)
+    assert state(breaker) is BreakerState.OPEN
+    breaker.record_probe(True)
+    assert state(breaker) is BreakerState.HALF_OPEN
+    breaker.record_probe(True)
+    assert state(breaker) is BreakerState.CLOSED
+
+
+def test_a_failing_probe_reopens_a_half_open_breaker_for_longer():
+    breaker, clock = make()
+    fail(breaker, 3)
+    clock.advance(2.0)
+    assert state(breaker) is BreakerState.HALF_OPEN
+    breaker.record_probe(False, "ServiceUnavailableException: down")
+    assert state(breaker) is BreakerState.OPEN
+    assert breaker.snapshot().reopens_in_s == 4.0
+    assert breaker.last_error == "ServiceUnavailableException: down"
+
+
+def test_probes_do_not_move_a_closed_breaker():
+    breaker, _ = make()
+    breaker.record_probe(False, "down")
+    breaker.record_probe(True)
+    assert state(breaker) is BreakerState.CLOSED

@@ -75,6 +75,10 @@ class FakeRoute:
     def readiness(self) -> RouteHealth:
         return RouteHealth(HealthStatus.HEALTHY)
 
+    probe_kind = "none"
+
+    async def probe(self, *, budget_s: float) -> None: ...
+
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...

@@ -27,6 +27,7 @@ __all__ = [
     "ChainCredentials",
     "FlagsConfig",
     "GatewayConfig",
+    "HealthConfig",
     "McpRouteConfig",
     "OperationParams",
     "ResidencyConfig",
@@ -137,6 +138,9 @@ class BedrockRouteConfig(_RouteCommon):
     endpoint_url: str | None = None
     credentials: Credentials = Field(default_factory=ChainCredentials)
     max_connections: int = Field(default=256, ge=1, le=10_000)
+    # validation: a signed Converse call with no messages, answered with ValidationException
+    # before any model runs (free); converse: a real one-token call (billed); connect: TCP only.
+    probe: Literal["validation", "converse", "connect", "none"] = "validation"
 
     @field_validator("region")
     @classmethod
@@ -176,6 +180,9 @@ class McpRouteConfig(_RouteCommon):
     model: str | None = None
     region: str | None = None
     protocol: Literal["auto", "legacy"] = "auto"
+    # tools_list works on every protocol revision and re-checks the tool; ping only on
+    # handshake-era (legacy) connections, where it is cheaper.
+    probe: Literal["tools_list", "ping", "none"] = "tools_list"
     reconnect_initial_ms: int = Field(default=200, ge=10, le=60_000)
     reconnect_max_ms: int = Field(default=10_000, ge=10, le=600_000)
 
@@ -259,6 +266,25 @@ class FlagsConfig(_Strict):
     ENABLE_PERFORMANCE_OPTIMIZATION: bool = True
 
 
+class HealthConfig(_Strict):
+    """Active health probes (when ENABLE_HYBRID_HEALTH_MONITORING is on) and the monitor."""
+
+    probe_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    probe_timeout_s: float = Field(default=2.0, gt=0, le=120)
+    probe_jitter: float = Field(default=0.1, ge=0, le=0.5)
+    unhealthy_after: int = Field(default=2, ge=1, le=100)
+    window_s: float = Field(default=300.0, ge=10, le=86_400)
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> HealthConfig:
+        if self.probe_timeout_s >= self.probe_interval_s:
+            raise ValueError(
+                f"probe_timeout_s ({self.probe_timeout_s:g}) must be shorter than "
+                f"probe_interval_s ({self.probe_interval_s:g})"
+            )
+        return self
+
+
 class RoutingSettings(_Strict):
     """Routing-wide settings."""
 
@@ -296,6 +322,7 @@ class GatewayConfig(_Strict):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     def breaker_for(self, route_id: str) -> BreakerConfig:
         """The breaker settings of a route: its own override, else the global ones."""

@@ -47,6 +47,15 @@ class Route(Protocol):
         """Whether the route can take calls at all (independent of its breaker)."""
         ...
 
+    @property
+    def probe_kind(self) -> str:
+        """How `probe()` checks the upstream; "none" when the route is not probed."""
+        ...
+
+    async def probe(self, *, budget_s: float) -> None:
+        """Check the upstream cheaply; raise an `UpstreamError` when it is not healthy."""
+        ...
+
     async def start(self) -> None:
         """Open connections or sessions. Must not raise for an unreachable upstream."""
         ...

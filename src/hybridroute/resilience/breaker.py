@@ -14,6 +14,8 @@ half-open ──(a probe fails)──▶ open, for longer
   upstream is not stampeded.
 - A *forced* permit lets the policy try a route whose breaker refuses (an emergency with no
   fallback); its success counts like a probe success, its failure does not extend the open time.
+- Active health probes (when enabled) speak too: a passing probe moves an open breaker to
+  half-open at once and counts as a half-open success; a failing probe re-opens a half-open one.
 
 Only outcomes of permits handed out by the breaker change its state. Time comes from the
 injected clock, never from a background timer.
@@ -249,6 +251,23 @@ class CircuitBreaker:
             if self.state is BreakerState.HALF_OPEN:
                 self._level += 1
                 self._open(f"probe failed: {error}", escalate=False)
+
+    def record_probe(self, ok: bool, error: str | None = None) -> None:
+        """An active health probe's result."""
+        state = self.state
+        if ok:
+            if state is BreakerState.OPEN:
+                self._state = BreakerState.HALF_OPEN
+                self._half_open_ok = 0
+            if self._state is BreakerState.HALF_OPEN:
+                self._half_open_ok += 1
+                if self._half_open_ok >= self._settings.half_open_successes:
+                    self._close()
+            return
+        self.last_error = error
+        if state is BreakerState.HALF_OPEN:
+            self._level += 1
+            self._open(f"health probe failed: {error}", escalate=False)
 
     def release(self, permit: Permit) -> None:
         """Give a permit back without an outcome (cancelled, or the request's own fault)."""

@@ -18,7 +18,7 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 from botocore.exceptions import BotoCoreError
 
 from hybridroute.config.schema import BedrockRouteConfig
-from hybridroute.errors import UpstreamAuthError, UpstreamProtocolError
+from hybridroute.errors import UpstreamAuthError, UpstreamProtocolError, UpstreamRejected
 from hybridroute.providers.bedrock.errors import error_from_response, transport_errors
 from hybridroute.providers.bedrock.signing import (
     CredentialsUnavailable,
@@ -29,8 +29,10 @@ from hybridroute.providers.bedrock.wire import StreamDecoder, converse_body, par
 from hybridroute.providers.http import HttpPool
 from hybridroute.signals import HealthStatus, RouteHealth
 from hybridroute.types import (
+    ChatMessage,
     Completion,
     GenerationRequest,
+    Priority,
     RouteId,
     RouteKind,
     StreamEnd,
@@ -45,6 +47,19 @@ log = logging.getLogger("hybridroute.routes.bedrock")
 _JSON = "application/json"
 _EVENT_STREAM = "application/vnd.amazon.eventstream"
 _READY = RouteHealth(HealthStatus.HEALTHY)
+_EMPTY_CONVERSATION = b'{"messages":[]}'
+_PROBE_REQUEST = GenerationRequest(
+    operation_type="health_probe",
+    priority=Priority.LOW,
+    system=(),
+    messages=(ChatMessage("user", "ping"),),
+    max_tokens=1,
+    temperature=0.0,
+    top_p=None,
+    stop=(),
+    decision_id="health-probe",
+    requested_model="health-probe",
+)
 
 
 class DirectBedrockRoute:
@@ -106,6 +121,33 @@ class DirectBedrockRoute:
             max_connections=self._config.max_connections,
             connect_timeout_s=self._config.connect_timeout_ms / 1000.0,
         )
+
+    @property
+    def probe_kind(self) -> str:
+        return self._config.probe
+
+    async def probe(self, *, budget_s: float) -> None:
+        kind = self._config.probe
+        if kind == "connect":
+            with transport_errors(self._id, self._endpoint):
+                await self._client().check_connect()
+            return
+        if kind == "converse":
+            await self.complete(_PROBE_REQUEST, budget_s=budget_s)
+            return
+        # "validation": Bedrock checks the signature and the request before running a model,
+        # so an empty conversation comes back as ValidationException at no cost.
+        pool = self._client()
+        path = self._path(self._config.model_id, "converse")
+        headers = await self._signed(pool, path, _EMPTY_CONVERSATION, _JSON)
+        with transport_errors(self._id, self._endpoint):
+            async with pool.request("POST", path, headers, _EMPTY_CONVERSATION) as response:
+                payload = await response.read()
+        if response.status == 200:
+            return
+        error = error_from_response(self._id, response.status, response.headers, payload)
+        if not isinstance(error, UpstreamRejected):
+            raise error
 
     async def aclose(self) -> None:
         if self._pool is not None:

@@ -334,6 +334,12 @@ class HttpPool:
             return await self._acquire()
         return handed
 
+    async def check_connect(self) -> None:
+        """Open a fresh connection and close it again (a health probe of the network path)."""
+        conn = await self._connect()
+        conn.close()
+        await asyncio.wait([conn.gone], timeout=1.0)
+
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:

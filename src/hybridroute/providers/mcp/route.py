@@ -102,6 +102,13 @@ class McpRoute:
             return _READY
         return RouteHealth(HealthStatus.UNHEALTHY, f"MCP session {self.session.describe()}")
 
+    @property
+    def probe_kind(self) -> str:
+        return self._config.probe
+
+    async def probe(self, *, budget_s: float) -> None:
+        await self.session.probe(self._config.probe, budget_s=budget_s)
+
     async def start(self) -> None:
         await self.session.start()
 

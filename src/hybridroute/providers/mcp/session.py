@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 import sys
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from enum import StrEnum
 from typing import Any
@@ -29,6 +30,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, CallToolResult, Implementation
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from hybridroute._clock import Clock
@@ -209,18 +211,44 @@ class McpSession:
         client = self._client
         if client is None:
             client = await self._wait_for_connection(budget_s)
-        generation = self._generation
         tool = self._config.tool
-        try:
+        with self._mapped_errors(f"tools/call {tool}"):
             return await client.call_tool(tool, arguments, read_timeout_seconds=budget_s)
+
+    async def probe(self, kind: str, *, budget_s: float) -> None:
+        """A cheap check of the server: `tools_list` (which also re-checks the tool), or `ping`
+        where the connection's protocol revision still has it (2026-07-28 removed it)."""
+        client = self._client
+        if client is None:
+            raise UpstreamUnavailable(
+                self._route, f"not connected to the MCP server ({self.describe()})"
+            )
+        with self._mapped_errors(kind):
+            if kind == "ping" and client.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+                await client.send_ping()
+                return
+            listing = await client.list_tools()
+            names = [tool.name for tool in listing.tools]
+            if self._config.tool not in names:
+                raise UpstreamProtocolError(
+                    self._route, f"the server no longer offers tool {self._config.tool!r}"
+                )
+
+    @contextlib.contextmanager
+    def _mapped_errors(self, what: str) -> Iterator[None]:
+        """The SDK's and the transport's exceptions → typed errors; a broken connection is
+        reported so the session reconnects."""
+        generation = self._generation
+        try:
+            yield
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 self._lost(generation)
-            raise from_mcp_error(self._route, tool, exc) from exc
+            raise from_mcp_error(self._route, self._config.tool, exc) from exc
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
             self._lost(generation)
             raise UpstreamUnavailable(
-                self._route, "the MCP connection broke during the call; reconnecting"
+                self._route, f"the MCP connection broke during {what}; reconnecting"
             ) from exc
         except httpx2.TransportError as exc:
             self._lost(generation)
@@ -231,7 +259,7 @@ class McpSession:
             # The SDK's result checks: a result that breaks the protocol's schema, input the
             # server demands and the gateway cannot give, an extension's unexpected result.
             raise UpstreamProtocolError(
-                self._route, f"tools/call {tool} returned an unusable result: {exc}"
+                self._route, f"{what} returned an unusable result: {exc}"
             ) from exc
 
     async def _wait_for_connection(self, budget_s: float) -> Client:
