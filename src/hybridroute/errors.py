@@ -40,6 +40,7 @@ __all__ = [
     "BudgetRefused",
     "ConfigError",
     "ConfigIssue",
+    "Forbidden",
     "GatewayError",
     "GatewayUnavailable",
     "MalformedJSON",
@@ -49,6 +50,7 @@ __all__ = [
     "RequestError",
     "ResidencyUnsatisfiable",
     "StreamInterrupted",
+    "Unauthorized",
     "UnknownOperationType",
     "UpstreamAuthError",
     "UpstreamError",
@@ -141,6 +143,25 @@ class MethodNotAllowed(RequestError):
 
     def headers(self) -> Mapping[str, str]:
         return {"allow": ", ".join(self.allowed)}
+
+
+class Unauthorized(RequestError):
+    """No credentials, or wrong ones."""
+
+    status = 401
+    error_type = "authentication_error"
+    code = "unauthorized"
+
+    def headers(self) -> Mapping[str, str]:
+        return {"www-authenticate": 'Bearer realm="hybridroute"'}
+
+
+class Forbidden(RequestError):
+    """The caller is known but may not do this."""
+
+    status = 403
+    error_type = "permission_error"
+    code = "forbidden"
 
 
 class GatewayUnavailable(GatewayError):

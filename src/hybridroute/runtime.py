@@ -1,9 +1,9 @@
 """The composition root: a validated config in, a running gateway's parts out.
 
-`Runtime.build()` wires routes, breakers, the health board, the flag store, the matrix, the
-executor and the gateway service. Nothing here is module-level state: a reload builds a new
-Runtime and swaps it in. `start()` opens every route's connections concurrently; `aclose()`
-closes them and drains background tasks.
+`Runtime.build()` wires routes, breakers, the health board and its probes, the flag store, the
+matrix, the health monitor, the executor and the gateway service. Nothing here is module-level
+state: a reload builds a new Runtime and swaps it in. `start()` opens every route's connections
+concurrently, then starts the probes; `aclose()` closes them and drains background tasks.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from hybridroute._clock import Clock, SystemClock
 from hybridroute._tasks import TaskSupervisor
 from hybridroute.config.schema import GatewayConfig
 from hybridroute.gateway import Executor, ExecutorSettings, Gateway
+from hybridroute.monitoring import HybridHealthMonitor
+from hybridroute.monitoring.monitor import MonitorSettings
 from hybridroute.providers import Route, build_route
 from hybridroute.resilience.breaker import BreakerSettings, CircuitBreaker
 from hybridroute.resilience.health import HealthBoard
@@ -71,14 +73,30 @@ class Runtime:
         self.matrix = RoutingMatrix.from_config(config)
         self.topology = Topology.from_config(config)
         routing = config.routing
+        executor_settings = ExecutorSettings(
+            retry_backoff_s=routing.retry_backoff_ms / 1000.0,
+            retry_backoff_max_s=routing.retry_backoff_max_ms / 1000.0,
+        )
+        self.monitor = HybridHealthMonitor(
+            health=self.health,
+            matrix=self.matrix,
+            topology=self.topology,
+            probe_kinds={rid: route.probe_kind for rid, route in self.routes.items()},
+            monitoring=self._monitoring,
+            clock=self.clock,
+            settings=MonitorSettings(
+                window_s=config.health.window_s,
+                attempt_share=executor_settings.attempt_share,
+                probe_timeout_s=config.health.probe_timeout_s,
+                breaker_open_s=config.breaker.open_s,
+            ),
+        )
         self.executor = Executor(
             self.routes,
             self.health,
             self.clock,
-            ExecutorSettings(
-                retry_backoff_s=routing.retry_backoff_ms / 1000.0,
-                retry_backoff_max_s=routing.retry_backoff_max_ms / 1000.0,
-            ),
+            executor_settings,
+            observe=self.monitor.record,
         )
         self.gateway = Gateway(
             matrix=self.matrix,

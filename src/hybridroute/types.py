@@ -1,4 +1,5 @@
-"""Domain values shared by every layer: priorities, route kinds, requests, completions, usage.
+"""Domain values shared by every layer: priorities, route kinds, requests, completions, usage,
+and the attempts made to serve a request.
 
 These are frozen, slotted dataclasses: cheap to build on the request path and safe to share.
 Validation happens at the edges (the HTTP parser and the config loader) before values get here.
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 __all__ = [
     "BUILTIN_OPERATION_TYPES",
     "CANONICAL_ROUTE_KINDS",
+    "Attempt",
+    "AttemptOutcome",
     "ChatMessage",
     "ChatRequest",
     "Completion",
@@ -166,3 +169,36 @@ class StreamEnd:
 
 
 StreamEvent: TypeAlias = StreamStart | TextDelta | StreamEnd
+
+
+class AttemptOutcome(StrEnum):
+    """How one try of one route ended."""
+
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not started: too little time left, or the breaker refused it
+    CANCELLED = "cancelled"  # stopped unfinished: a hedge that lost the race
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try of one route, with its error (failed) or reason (skipped)."""
+
+    route: RouteId
+    outcome: AttemptOutcome
+    duration_ms: float
+    detail: str | None = None
+    code: str | None = None
+    error_class: type[Exception] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "route": self.route,
+            "outcome": self.outcome.value,
+            "duration_ms": round(self.duration_ms, 3),
+        }
+        if self.detail:
+            entry["detail"] = self.detail
+        if self.code:
+            entry["code"] = self.code
+        return entry

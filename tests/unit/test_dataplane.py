@@ -42,3 +42,31 @@ async def test_unknown_paths_are_404_even_while_starting():
     status, _, body = await call(app, "GET", "/nope")
     assert status == 404
     assert body["error"]["code"] == "not_found"
+
+
+def test_admin_guard_without_a_token_answers_loopback_only():
+    from hybridroute.api.admin import AdminGuard
+    from hybridroute.errors import Forbidden
+
+    guard = AdminGuard(None)
+    guard.check({"client": ("127.0.0.1", 5000), "headers": []})
+    guard.check({"client": ("::1", 5000), "headers": []})
+    with pytest.raises(Forbidden, match="only loopback callers until HYBRIDROUTE_ADMIN_TOKEN"):
+        guard.check({"client": ("10.1.2.3", 5000), "headers": []})
+    with pytest.raises(Forbidden):
+        guard.check({"client": None, "headers": []})
+
+
+def test_admin_guard_with_a_token_wants_it_from_everyone():
+    from hybridroute.api.admin import AdminGuard
+    from hybridroute.errors import Unauthorized
+
+    guard = AdminGuard("tok")
+    loopback = {"client": ("127.0.0.1", 1), "headers": []}
+    with pytest.raises(Unauthorized, match="need 'Authorization: Bearer <token>'"):
+        guard.check(loopback)
+    with pytest.raises(Unauthorized, match="not valid"):
+        guard.check({**loopback, "headers": [(b"authorization", b"Bearer nope")]})
+    with pytest.raises(Unauthorized):
+        guard.check({**loopback, "headers": [(b"authorization", b"Basic dG9r")]})
+    guard.check({"client": ("10.1.2.3", 1), "headers": [(b"authorization", b"Bearer tok")]})

@@ -129,14 +129,17 @@ def decision(
     forced: str | None = None,
 ) -> Decision:
     rule = RoutingRule("infrastructure", Priority.CRITICAL, budget_ms, D, fallback, retries)
+    now = SystemClock().monotonic()
     return Decision(
         decision_id="dec-1",
         rule=rule,
         routes=routes,
         forced=forced,
-        deadline=SystemClock().monotonic() + budget_ms / 1000,
+        deadline=now + budget_ms / 1000,
         budget_ms=budget_ms,
         reason="test",
+        decided_at=now,
+        primary_eligible=routes[:1] == (D,),
     )
 
 

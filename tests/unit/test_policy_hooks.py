@@ -120,3 +120,29 @@ def test_half_open_primary_gets_a_probe_first():
     assert decision.routes == (D, M)
     assert decision.forced is None
     assert "direct_bedrock half-open, sending a probe" in decision.reason
+
+
+def test_primary_eligibility_is_allowed_and_healthy():
+    """Routing accuracy counts only decisions whose primary was allowed and healthy."""
+    matrix, topology = _setup(bedrock_region="us-east-1")
+    plain = _decide("infrastructure", matrix=matrix, topology=topology)
+    assert plain.primary_eligible
+    down = {D: RouteHealth(HealthStatus.UNHEALTHY, "breaker open")}
+    assert not _decide(
+        "infrastructure", matrix=matrix, topology=topology, health=down
+    ).primary_eligible
+    probing = {D: RouteHealth(HealthStatus.PROBING, "breaker half-open")}
+    assert not _decide(
+        "infrastructure", matrix=matrix, topology=topology, health=probing
+    ).primary_eligible
+    outside = _decide("infrastructure", matrix=matrix, topology=topology, residency="eu")
+    assert not outside.primary_eligible  # residency excludes the us-east-1 primary
+    mcp_only = FlagState(intelligent_routing=False)
+    assert not _decide(
+        "infrastructure", matrix=matrix, topology=topology, flags=mcp_only
+    ).primary_eligible
+    # a budget-driven reorder keeps the primary eligible: that decision is a deviation
+    cheaper = BudgetView(level=BudgetLevel.ELEVATED, utilisation=0.85, cheaper_route=D)
+    swapped = _decide("standard", matrix=matrix, topology=topology, budget=cheaper)
+    assert swapped.primary_eligible
+    assert swapped.routes[0] != swapped.primary

@@ -2,7 +2,8 @@
 
 It serves whatever `Runtime` its holder currently has, so a reload can swap the runtime without
 touching the app. Unknown paths get 404 and wrong methods 405, in the same error shape as every
-other error; an unexpected exception becomes a 500 without taking the server down.
+other error; an unexpected exception becomes a 500 without taking the server down. Admin
+endpoints (`api.admin`) are in the same table, each behind the admin guard.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from hybridroute.api.admin import AdminGuard, health_status
 from hybridroute.api.chat import ChatEndpoint
 from hybridroute.api.http import Receive, Scope, Send, send_error, send_json
 from hybridroute.api.status import health_body, models_body, readiness
@@ -26,9 +28,22 @@ _Handler = Callable[[Runtime, Scope, Receive, Send], Awaitable[None]]
 class DataPlane:
     """Routes data-plane requests to their handlers."""
 
-    def __init__(self, current_runtime: Callable[[], Runtime | None], max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        current_runtime: Callable[[], Runtime | None],
+        max_body_bytes: int,
+        admin: AdminGuard | None = None,
+    ) -> None:
         self._runtime = current_runtime
         chat = ChatEndpoint(max_body_bytes)
+        guard = admin or AdminGuard.from_environment()
+
+        def admin_only(handler: _Handler) -> _Handler:
+            async def guarded(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+                guard.check(scope)
+                await handler(rt, scope, receive, send)
+
+            return guarded
 
         async def chat_completions(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
             await chat(rt.gateway, scope, receive, send)
@@ -39,6 +54,7 @@ class DataPlane:
             "/health": {"GET": _health},
             "/ready": {"GET": _ready},
             "/v1/models": {"GET": _models},
+            "/admin/health/status": {"GET": admin_only(health_status)},
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

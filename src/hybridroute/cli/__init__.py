@@ -1,4 +1,4 @@
-"""The `hybridroute` command line: serve, demo, route, config, sim."""
+"""The `hybridroute` command line: serve, demo, route, health, config, sim."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 from hybridroute import __version__
 from hybridroute.cli.config_cmd import config_group
 from hybridroute.cli.demo_cmd import demo_command
+from hybridroute.cli.health_cmd import health_command
 from hybridroute.cli.route_cmd import route_command
 from hybridroute.cli.serve_cmd import serve_command
 from hybridroute.cli.sim_cmd import sim_group
@@ -40,6 +41,7 @@ def cli(log_level: str) -> None:
 cli.add_command(serve_command)
 cli.add_command(demo_command)
 cli.add_command(route_command)
+cli.add_command(health_command)
 cli.add_command(config_group)
 cli.add_command(sim_group)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from hybridroute.config.schema import BedrockRouteConfig, GatewayConfig
 
-__all__ = ["config_summary", "table"]
+__all__ = ["budget_text", "config_summary", "table"]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -22,7 +22,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _seconds(ms: int) -> str:
+def budget_text(ms: int) -> str:
+    """A latency budget: `5 s`, `1500 ms`."""
     return f"{ms / 1000:g} s" if ms % 1000 == 0 else f"{ms} ms"
 
 
@@ -40,7 +41,7 @@ def config_summary(config: GatewayConfig) -> str:
             [
                 op,
                 rule.priority.value,
-                _seconds(rule.latency_budget_ms),
+                budget_text(rule.latency_budget_ms),
                 rule.primary,
                 rule.fallback or "-",
                 str(rule.effective_retries()),

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from hybridroute.cli.options import gateway_url_option
+
 __all__ = ["route_command"]
 
 
@@ -49,13 +51,7 @@ def _print_decision(headers: Any, status: int) -> None:
 @click.option(
     "--op", "operation_type", default="standard", show_default=True, help="Operation type."
 )
-@click.option(
-    "--url",
-    envvar="HYBRIDROUTE_URL",
-    default="http://127.0.0.1:8080",
-    show_default=True,
-    help="The gateway's base URL (env HYBRIDROUTE_URL).",
-)
+@gateway_url_option
 @click.option("--stream", is_flag=True, help="Ask for a server-sent-event stream.")
 @click.option("--residency", default=None, help="Region set the request must stay in, e.g. eu.")
 @click.option("--budget-ms", type=int, default=None, help="A latency budget below the row's.")

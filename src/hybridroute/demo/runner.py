@@ -62,6 +62,7 @@ hybridroute demo is running (embedded default: local simulators, in-memory state
   gateway             {gateway}    POST /v1/chat/completions (OpenAI-compatible)
   health / ready      {gateway}/health    {gateway}/ready
   models              {gateway}/v1/models
+  health report       {gateway}/admin/health/status    (or: hybridroute health)
   bedrock simulator   {bedrock}    knobs: {bedrock}/_sim/knobs
   mcp simulator       {mcp}/mcp    knobs: {mcp}/_sim/knobs
 
@@ -71,6 +72,7 @@ Try:
        -H 'x-operation-type: standard' -d '{curl_body}'
 Simulate a Direct Bedrock outage and watch fallback-eligible operations move to mcp:
   curl -s -X PATCH {bedrock}/_sim/knobs -d '{{"outage": true}}'
+  {_cli_command()} health --url {gateway}     # the health score, routes, recommendations
   curl -s -X PATCH {bedrock}/_sim/knobs -d '{{"outage": false}}'
 
 {traffic} Ctrl-C stops everything.

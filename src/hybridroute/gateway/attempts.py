@@ -7,38 +7,12 @@ the `x-hybridroute-attempts` header summarises on success after a fallback.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from hybridroute.errors import AllRoutesFailed, UpstreamThrottled, UpstreamTimeout
 from hybridroute.errors import UpstreamUnavailable as _Unavailable
-from hybridroute.types import RouteId
+from hybridroute.types import Attempt, AttemptOutcome
 
 __all__ = ["Attempt", "all_routes_failed", "summarise"]
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One try of one route: served (`ok`), `failed` with an error, or `skipped` with a reason."""
-
-    route: RouteId
-    outcome: str
-    duration_ms: float
-    detail: str | None = None
-    code: str | None = None
-    error_class: type[Exception] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "route": self.route,
-            "outcome": self.outcome,
-            "duration_ms": round(self.duration_ms, 3),
-        }
-        if self.detail:
-            entry["detail"] = self.detail
-        if self.code:
-            entry["code"] = self.code
-        return entry
 
 
 def summarise(attempts: Sequence[Attempt]) -> str:
@@ -50,7 +24,7 @@ def all_routes_failed(
     operation_type: str, decision_id: str, attempts: Sequence[Attempt]
 ) -> AllRoutesFailed:
     """The error for a decision none of whose routes served the request."""
-    tried = [a for a in attempts if a.outcome == "failed"]
+    tried = [a for a in attempts if a.outcome is AttemptOutcome.FAILED]
     if not tried:
         status = 503
     elif tried[-1].error_class is UpstreamTimeout:

@@ -22,25 +22,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from hybridroute._aio import Deadline, LoopCache
 from hybridroute._clock import Clock
 from hybridroute.errors import (
+    GatewayError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamThrottled,
     UpstreamTimeout,
 )
-from hybridroute.gateway.attempts import Attempt, all_routes_failed
+from hybridroute.gateway.attempts import all_routes_failed
 from hybridroute.gateway.streams import OpenStream
+from hybridroute.monitoring.records import RequestOutcome, RequestRecord
 from hybridroute.providers import Route
 from hybridroute.resilience.breaker import CircuitBreaker, Permit
 from hybridroute.resilience.health import HealthBoard
 from hybridroute.routing.policy import Decision
-from hybridroute.types import Completion, GenerationRequest, RouteId, StreamEvent, StreamStart
+from hybridroute.types import (
+    Attempt,
+    AttemptOutcome,
+    Completion,
+    GenerationRequest,
+    RouteId,
+    StreamEvent,
+    StreamStart,
+)
 
 __all__ = ["Executor", "ExecutorSettings", "Served"]
 
@@ -48,6 +58,7 @@ log = logging.getLogger("hybridroute.executor")
 
 T = TypeVar("T")
 _Call = Callable[[Route, GenerationRequest, float], Awaitable[T]]
+Observer = Callable[[RequestRecord], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,19 +136,64 @@ class Executor:
         clock: Clock,
         settings: ExecutorSettings | None = None,
         *,
+        observe: Observer | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._routes = dict(routes)
         self._health = health
         self._clock = clock
         self._settings = settings or ExecutorSettings()
+        self._observe = observe
         self._rng = rng or random.Random()
         self._loop = LoopCache()
+
+    def _record(
+        self,
+        decision: Decision,
+        outcome: RequestOutcome,
+        served_route: RouteId | None,
+        attempts: Sequence[Attempt],
+    ) -> None:
+        """Tell the monitor how a request ended."""
+        if self._observe is None:
+            return
+        rule = decision.rule
+        self._observe(
+            RequestRecord(
+                operation_type=rule.operation_type,
+                priority=rule.priority,
+                primary=rule.primary,
+                primary_eligible=decision.primary_eligible,
+                first_route=decision.routes[0] if decision.routes else None,
+                outcome=outcome,
+                served_route=served_route,
+                latency_s=self._clock.monotonic() - decision.decided_at,
+                budget_s=decision.budget_ms / 1000.0,
+                attempts=tuple(attempts),
+            )
+        )
+
+    async def _serve(
+        self,
+        decision: Decision,
+        request: GenerationRequest,
+        attempts: list[Attempt],
+        call: _Call[T],
+    ) -> _Win[T]:
+        """Find the first route that serves; a request that ends here unserved is recorded."""
+        try:
+            return await self._first_success(decision, request, attempts, call)
+        except GatewayError:
+            self._record(decision, RequestOutcome.FAILED, None, attempts)
+            raise
+        except asyncio.CancelledError:
+            self._record(decision, RequestOutcome.ABANDONED, None, attempts)
+            raise
 
     async def complete(self, decision: Decision, request: GenerationRequest) -> Served:
         """Serve a request as one completion."""
         attempts: list[Attempt] = []
-        win = await self._first_success(decision, request, attempts, _call_complete)
+        win = await self._serve(decision, request, attempts, _call_complete)
         elapsed = self._clock.monotonic() - win.started
         win.breaker.record_success(win.permit, elapsed)
         completion = win.value
@@ -145,7 +201,8 @@ class Executor:
         # say, its whole attempt), plus every failed attempt before it.
         waited = completion.upstream_s or elapsed
         failed = sum(a.duration_ms for a in attempts) / 1000.0
-        attempts.append(Attempt(win.route.id, "ok", elapsed * 1000.0))
+        attempts.append(Attempt(win.route.id, AttemptOutcome.OK, elapsed * 1000.0))
+        self._record(decision, RequestOutcome.SERVED, win.route.id, attempts)
         return Served(
             decision=decision,
             route=win.route.id,
@@ -157,10 +214,10 @@ class Executor:
     async def open_stream(self, decision: Decision, request: GenerationRequest) -> OpenStream:
         """Start a stream: fall back freely until a route yields its first event."""
         attempts: list[Attempt] = []
-        win = await self._first_success(decision, request, attempts, _call_stream_open)
+        win = await self._serve(decision, request, attempts, _call_stream_open)
         events, first, model = win.value
         to_first = self._clock.monotonic() - win.started
-        attempts.append(Attempt(win.route.id, "ok", to_first * 1000.0))
+        attempts.append(Attempt(win.route.id, AttemptOutcome.OK, to_first * 1000.0))
         return OpenStream(
             decision=decision,
             route_client=win.route,
@@ -174,6 +231,7 @@ class Executor:
             loop=self._loop.get(),
             started=win.started,
             upstream_s=sum(a.duration_ms for a in attempts) / 1000.0,
+            on_end=self._record,
         )
 
     async def _first_success(
@@ -201,7 +259,7 @@ class Executor:
                 attempts.append(
                     Attempt(
                         route_id,
-                        "failed",
+                        AttemptOutcome.FAILED,
                         elapsed * 1000.0,
                         error.summary(),
                         error.code,
@@ -242,7 +300,7 @@ class Executor:
             attempts.append(
                 Attempt(
                     route.id,
-                    "skipped",
+                    AttemptOutcome.SKIPPED,
                     0.0,
                     f"deadline: {max(remaining, 0.0) * 1000:.0f} ms left, the route needs at "
                     f"least {needed * 1000:.0f} ms",
@@ -255,7 +313,9 @@ class Executor:
             permit = breaker.acquire_forced()
         if permit is None:
             attempts.append(
-                Attempt(route.id, "skipped", 0.0, breaker.health().detail, "breaker_open")
+                Attempt(
+                    route.id, AttemptOutcome.SKIPPED, 0.0, breaker.health().detail, "breaker_open"
+                )
             )
         return permit
 

@@ -2,29 +2,32 @@
 
 Once the first event has gone to the client there is no fallback: a failure after that point, or
 the request's deadline passing, ends the stream with `StreamInterrupted`, and the attempt counts
-as failed on the route's breaker. A stream the client abandons gives its breaker permit back
-without an outcome.
+as failed on the route's breaker (a deadline is the request's, not the route's, so it gives the
+permit back without an outcome). A stream the client abandons gives its permit back too. However
+it ends, `on_end` hears how, once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hybridroute._aio import Deadline
 from hybridroute._clock import Clock
 from hybridroute.errors import StreamInterrupted, UpstreamError
+from hybridroute.monitoring.records import RequestOutcome
 from hybridroute.resilience.breaker import CircuitBreaker, Permit
-from hybridroute.types import RouteId, StreamEnd, StreamEvent
+from hybridroute.types import Attempt, RouteId, StreamEnd, StreamEvent
 
 if TYPE_CHECKING:
-    from hybridroute.gateway.attempts import Attempt
     from hybridroute.providers import Route
     from hybridroute.routing.policy import Decision
 
-__all__ = ["OpenStream"]
+__all__ = ["OpenStream", "StreamEnded"]
+
+StreamEnded = Callable[["Decision", RequestOutcome, "RouteId | None", Sequence[Attempt]], None]
 
 
 @dataclass(eq=False)
@@ -43,6 +46,7 @@ class OpenStream:
     loop: asyncio.AbstractEventLoop
     started: float
     upstream_s: float
+    on_end: StreamEnded | None = None
     _settled: bool = field(default=False, init=False)
 
     @property
@@ -79,7 +83,7 @@ class OpenStream:
         except TimeoutError:
             budget = self.decision.budget_ms
             # The request's budget ran out, not the route: no outcome for its breaker.
-            self._release()
+            self._release(RequestOutcome.INTERRUPTED)
             message = f"{route} was still streaming when the {budget} ms latency budget ran out"
             raise StreamInterrupted(message, route=route) from None
         except StopAsyncIteration:
@@ -91,21 +95,29 @@ class OpenStream:
         if not self._settled:
             self._settled = True
             self.breaker.record_success(self.permit, self.clock.monotonic() - self.started)
+            self._ended(RequestOutcome.SERVED)
 
     def _fail(self, message: str) -> StreamInterrupted:
         if not self._settled:
             self._settled = True
             self.breaker.record_failure(self.permit, message)
+            self._ended(RequestOutcome.INTERRUPTED)
         return StreamInterrupted(message, route=self.route_client.id)
 
-    def _release(self) -> None:
+    def _release(self, outcome: RequestOutcome) -> None:
         if not self._settled:
             self._settled = True
             self.breaker.release(self.permit)
+            self._ended(outcome)
+
+    def _ended(self, outcome: RequestOutcome) -> None:
+        if self.on_end is not None:
+            served = self.route_client.id if outcome is RequestOutcome.SERVED else None
+            self.on_end(self.decision, outcome, served, self.attempts)
 
     async def aclose(self) -> None:
         """Stop reading (the client went away, or the stream is done)."""
-        self._release()
+        self._release(RequestOutcome.ABANDONED)
         aclose = getattr(self.events_source, "aclose", None)
         if aclose is not None:
             await aclose()

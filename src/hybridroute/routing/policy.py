@@ -50,6 +50,10 @@ class Decision:
     deadline: float
     budget_ms: int
     reason: str
+    decided_at: float
+    # The primary was allowed (flags, residency) and healthy when deciding: the decisions that
+    # routing accuracy is measured over (DESIGN.md §4).
+    primary_eligible: bool
 
     @property
     def primary(self) -> RouteId:
@@ -80,6 +84,10 @@ def decide(  # noqa: PLR0913 - the policy's inputs are exactly DESIGN.md §4's l
     candidates, cost_clause = _prefer_cheaper(candidates, rule, budget, health)
     if cost_clause:
         clauses.append(cost_clause)
+    primary_eligible = (
+        rule.primary in candidates
+        and health.get(rule.primary, _HEALTHY).status is HealthStatus.HEALTHY
+    )
     routes, forced, health_clause = _order_by_health(candidates, health)
     clauses.append(health_clause)
     budget_ms = rule.latency_budget_ms
@@ -94,6 +102,8 @@ def decide(  # noqa: PLR0913 - the policy's inputs are exactly DESIGN.md §4's l
         deadline=now + budget_ms / 1000.0,
         budget_ms=budget_ms,
         reason="; ".join(clauses),
+        decided_at=now,
+        primary_eligible=primary_eligible,
     )
 
 

@@ -1,0 +1,184 @@
+"""`hybridroute health`: the Hybrid Health Monitor's report from a running gateway, as tables."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import click
+
+from hybridroute.cli.options import gateway_url_option
+from hybridroute.cli.render import budget_text, table
+
+__all__ = ["health_command", "render_health"]
+
+_DASH = "-"
+
+
+def _pct(value: float | None) -> str:
+    return _DASH if value is None else f"{value * 100:.1f} %"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return _DASH
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def _ago(epoch: float | None, now: float) -> str:
+    if epoch is None:
+        return _DASH
+    seconds = max(0.0, now - epoch)
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+def _window(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def render_health(report: dict[str, Any], now: float | None = None) -> str:
+    """The report as text: the score, the routing figures, a route table, an operation table and
+    the recommendations with their evidence."""
+    now = time.time() if now is None else now
+    parts = report["score_parts"]
+    lines = [
+        f"Health score {report['score']}/100 ({report['status']}); window "
+        f"{_window(report['window_s'])} ({_window(report['span_s'])} of data); health "
+        f"monitoring {'on' if report['monitoring'] else 'off'}",
+        f"  route health {parts['route_health']:.2f} x 0.4 + success {parts['success']:.2f} x 0.3"
+        f" + efficiency {parts['efficiency']:.2f} x 0.2 + no fallback "
+        f"{parts['no_fallback']:.2f} x 0.1",
+        "",
+        f"requests {report['requests']}, served {report['served']} "
+        f"({report['throughput_rps']:.2f}/s); routing accuracy "
+        f"{_pct(report['routing_accuracy'])}, routing efficiency "
+        f"{_pct(report['routing_efficiency'])}, fallback rate {_pct(report['fallback_rate'])}, "
+        f"error rate {_pct(report['error_rate'])}",
+    ]
+    if report["shed"]:
+        shed = ", ".join(f"{priority} {n}" for priority, n in report["shed"].items())
+        lines.append(f"shed with 429: {shed}")
+    route_rows = [
+        [
+            r["route"],
+            r["status"],
+            r["breaker"],
+            _ms(r["p50_ms"]),
+            _ms(r["p95_ms"]),
+            _ms(r["p99_ms"]),
+            _pct(r["success_rate"]),
+            f"{r['throughput_rps']:.2f}",
+            str(r["consecutive_failures"]),
+            r["probe"],
+            _ago(r["last_check"], now),
+            r["last_error"] or _DASH,
+        ]
+        for r in report["routes"]
+    ]
+    lines += [
+        "",
+        table(
+            [
+                "route",
+                "status",
+                "breaker",
+                "p50",
+                "p95",
+                "p99",
+                "success",
+                "served/s",
+                "fails in a row",
+                "probe",
+                "last check",
+                "last error",
+            ],
+            route_rows,
+        ),
+    ]
+    unwell = [r for r in report["routes"] if r["status"] != "healthy"]
+    lines += [f"  {r['route']}: {r['detail']}" for r in unwell]
+    op_rows = [
+        [
+            o["operation_type"],
+            o["priority"],
+            budget_text(o["budget_ms"]),
+            o["primary"],
+            o["fallback"] or _DASH,
+            str(o["requests"]),
+            str(o["failed"]),
+            str(o["shed"]),
+            _pct(o["fallback_rate"]),
+            _pct(o["efficiency"]),
+            _ms(o["p95_ms"]),
+        ]
+        for o in report["operations"]
+    ]
+    lines += [
+        "",
+        table(
+            [
+                "operation type",
+                "priority",
+                "budget",
+                "primary",
+                "fallback",
+                "requests",
+                "failed",
+                "shed",
+                "fallback rate",
+                "efficiency",
+                "p95",
+            ],
+            op_rows,
+        ),
+        "",
+    ]
+    recommendations = report["recommendations"]
+    if not recommendations:
+        lines.append("Recommendations: none; nothing in the window calls for a change.")
+    else:
+        lines.append("Recommendations:")
+        for rec in recommendations:
+            lines.append(f"  [{rec['severity']}] {rec['code']}: {rec['action']}")
+            lines.append(f"      evidence: {rec['evidence']}")
+    return "\n".join(lines)
+
+
+@click.command("health")
+@gateway_url_option
+@click.option(
+    "--token",
+    default=lambda: os.environ.get("HYBRIDROUTE_ADMIN_TOKEN"),
+    show_default="env HYBRIDROUTE_ADMIN_TOKEN",
+    help="Admin bearer token (not needed on loopback while the gateway has none set).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw report as JSON.")
+def health_command(url: str, token: str | None, as_json: bool) -> None:
+    """Show a running gateway's health: score, routing figures, routes, recommendations."""
+    headers = {"accept": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{url.rstrip('/')}/admin/health/status", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            report = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode("utf-8", "replace")
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            detail = json.loads(detail)["error"]["message"]
+        raise click.ClickException(f"{url} answered {error.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise click.ClickException(
+            f"cannot reach the gateway at {url} ({reason}); is it running? "
+            "Start one with 'hybridroute demo' or pass --url"
+        ) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(render_health(report))
