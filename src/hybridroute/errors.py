@@ -32,6 +32,7 @@ what went wrong and, where the operator or caller can act, how to fix it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -46,6 +47,7 @@ __all__ = [
     "MalformedJSON",
     "MethodNotAllowed",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "RequestError",
     "ResidencyUnsatisfiable",
@@ -208,6 +210,37 @@ class BudgetRefused(GatewayError):
 
     def headers(self) -> Mapping[str, str]:
         return {"retry-after": str(self.retry_after_s)}
+
+
+class Overloaded(GatewayError):
+    """Admission control shed the request: its routes are saturated with more important work."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "overloaded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float,
+        decision_id: str,
+        attempts: Sequence[Mapping[str, Any]],
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        self.decision_id = decision_id
+        self.attempts = tuple(attempts)
+
+    def headers(self) -> Mapping[str, str]:
+        return {"retry-after": str(self.retry_after_s)}
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id,
+            "retry_after_s": self.retry_after_s,
+            "attempts": [dict(a) for a in self.attempts],
+        }
 
 
 class UpstreamError(GatewayError):

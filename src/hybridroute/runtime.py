@@ -19,6 +19,7 @@ from hybridroute.gateway import Executor, ExecutorSettings, Gateway
 from hybridroute.monitoring import HybridHealthMonitor
 from hybridroute.monitoring.monitor import MonitorSettings
 from hybridroute.providers import Route, build_route
+from hybridroute.resilience.admission import AdmissionControl, AdmissionSettings
 from hybridroute.resilience.breaker import BreakerSettings, CircuitBreaker
 from hybridroute.resilience.health import HealthBoard
 from hybridroute.resilience.probes import HealthProber
@@ -77,26 +78,36 @@ class Runtime:
             retry_backoff_s=routing.retry_backoff_ms / 1000.0,
             retry_backoff_max_s=routing.retry_backoff_max_ms / 1000.0,
         )
+        self.admission = {
+            route_id: AdmissionControl(
+                route_id,
+                AdmissionSettings(max_in_flight=rc.max_in_flight, max_queue=rc.max_queue),
+                self.clock,
+            )
+            for route_id, rc in config.routes.items()
+        }
         self.monitor = HybridHealthMonitor(
             health=self.health,
             matrix=self.matrix,
             topology=self.topology,
-            probe_kinds={rid: route.probe_kind for rid, route in self.routes.items()},
             monitoring=self._monitoring,
             clock=self.clock,
             settings=MonitorSettings(
                 window_s=config.health.window_s,
+                probe_kinds={rid: route.probe_kind for rid, route in self.routes.items()},
                 attempt_share=executor_settings.attempt_share,
                 probe_timeout_s=config.health.probe_timeout_s,
                 breaker_open_s=config.breaker.open_s,
             ),
+            admission=self.admission,
         )
         self.executor = Executor(
             self.routes,
             self.health,
             self.clock,
             executor_settings,
-            observe=self.monitor.record,
+            admission=self.admission,
+            monitor=self.monitor,
         )
         self.gateway = Gateway(
             matrix=self.matrix,

@@ -216,3 +216,32 @@ def test_timeout_below_min_attempt_is_refused():
         "routes.mcp.timeout_ms: timeout_ms (20) is below min_attempt_ms (50): every attempt "
         "would be cut short (make timeout_ms at least min_attempt_ms)"
     ]
+
+
+def _rows(**extra: Any) -> dict[str, Any]:
+    config = parse_config({"routes": ROUTES})
+    rows = {op: row.model_dump(mode="json") for op, row in config.matrix.items()}
+    rows["standard"].update(extra)
+    return rows
+
+
+def test_resilience_row_keys_are_checked():
+    found = issues({"routes": ROUTES, "matrix": _rows(ttft_timeout_ms=40_000)})
+    assert any(
+        "matrix.standard" in i and "ttft_timeout_ms (40000) is longer than latency_budget_ms" in i
+        for i in found
+    ), found
+    found = issues({"routes": ROUTES, "matrix": _rows(hedge=True, fallback=None)})
+    assert any("hedge needs a fallback route" in i for i in found), found
+    found = issues({"routes": ROUTES, "matrix": _rows(hedge_after_fraction=1.5)})
+    assert any("matrix.standard.hedge_after_fraction" in i for i in found), found
+
+
+def test_hedging_defaults_to_critical_and_high_rows_with_a_fallback():
+    from hybridroute.routing.matrix import RoutingMatrix
+
+    config = parse_config({"routes": ROUTES, "matrix": _rows(hedge=True)})
+    hedged = {op for op, rule in RoutingMatrix.from_config(config).rules.items() if rule.hedge}
+    assert hedged == {"infrastructure", "meta_monitor", "implementation", "standard"}
+    assert config.matrix["standard"].stream_idle_timeout_ms == 10_000
+    assert config.routes["mcp"].max_in_flight == 256

@@ -52,10 +52,11 @@ class Setup:
             health=self.board,
             matrix=self.matrix,
             topology=Topology.from_config(config),
-            probe_kinds={D: "validation", M: "tools_list"},
             monitoring=lambda: self.switch[0],
             clock=self.clock,
-            settings=MonitorSettings(window_s=window_s),
+            settings=MonitorSettings(
+                window_s=window_s, probe_kinds={D: "validation", M: "tools_list"}
+            ),
         )
 
     def record(self, operation_type: str = "infrastructure", n: int = 1, **fields: Any) -> None:

@@ -146,3 +146,23 @@ def test_primary_eligibility_is_allowed_and_healthy():
     swapped = _decide("standard", matrix=matrix, topology=topology, budget=cheaper)
     assert swapped.primary_eligible
     assert swapped.routes[0] != swapped.primary
+
+
+def test_hedging_needs_the_flag_the_row_and_two_usable_routes_in_matrix_order():
+    matrix, topology = _setup(bedrock_region="eu-central-1")
+    assert _decide("infrastructure", matrix=matrix, topology=topology).hedge
+    assert _decide("implementation", matrix=matrix, topology=topology).hedge  # high
+    assert not _decide("standard", matrix=matrix, topology=topology).hedge  # medium: opt-in
+    assert not _decide("emergency", matrix=matrix, topology=topology).hedge  # no fallback
+    off = FlagState(performance_optimization=False)
+    assert not _decide("infrastructure", matrix=matrix, topology=topology, flags=off).hedge
+    down = {D: RouteHealth(HealthStatus.UNHEALTHY, "breaker open")}
+    swapped = _decide("infrastructure", matrix=matrix, topology=topology, health=down)
+    assert swapped.routes == (M, D)
+    assert not swapped.hedge  # the fallback is already first
+    backup_down = {M: RouteHealth(HealthStatus.UNHEALTHY, "breaker open")}
+    assert not _decide("infrastructure", matrix=matrix, topology=topology, health=backup_down).hedge
+    no_bedrock_fallback = FlagState(direct_bedrock_fallback=False)
+    assert not _decide(
+        "standard", matrix=matrix, topology=topology, flags=no_bedrock_fallback
+    ).hedge

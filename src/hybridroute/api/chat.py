@@ -3,8 +3,9 @@
 Every response carries the decision headers: `x-hybridroute-route` (the route that answered, or
 `none`), `x-hybridroute-decision-id`, `x-hybridroute-fallback` (served by a route other than the
 matrix primary) and `x-hybridroute-overhead-ms` (time spent in the gateway, upstream time
-excluded). A stream may fall back until its first event; after that, a failure ends it with an
-error event.
+excluded); `x-hybridroute-attempts` lists the attempts when there was more than one, and
+`x-hybridroute-hedged: true` says the fallback was started alongside a slow primary. A stream
+may fall back until its first event; after that, a failure ends it with an error event.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def _decision_headers(
     fallback: bool,
     overhead_s: float,
     attempts: str | None = None,
+    hedged: bool = False,
 ) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"x-hybridroute-route", (route or "none").encode()),
@@ -68,6 +70,8 @@ def _decision_headers(
         headers.append((b"x-hybridroute-reason", header_value(decision.reason)))
     if attempts:
         headers.append((b"x-hybridroute-attempts", header_value(attempts)))
+    if hedged:
+        headers.append((b"x-hybridroute-hedged", _TRUE))
     return headers
 
 
@@ -124,7 +128,9 @@ class ChatEndpoint:
         )
         overhead = perf_counter() - started - served.upstream_s
         attempts = summarise(served.attempts) if len(served.attempts) > 1 else None
-        headers = _decision_headers(decision, served.route, served.fallback, overhead, attempts)
+        headers = _decision_headers(
+            decision, served.route, served.fallback, overhead, attempts, served.hedged
+        )
         await send_json(send, 200, body, headers)
 
     async def _stream(
@@ -140,7 +146,9 @@ class ChatEndpoint:
         try:
             overhead = perf_counter() - started - opened.upstream_s
             attempts = summarise(opened.attempts) if len(opened.attempts) > 1 else None
-            headers = _decision_headers(decision, opened.route, opened.fallback, overhead, attempts)
+            headers = _decision_headers(
+                decision, opened.route, opened.fallback, overhead, attempts, opened.hedged
+            )
             await send(
                 {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers}
             )

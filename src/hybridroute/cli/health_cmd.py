@@ -41,6 +41,12 @@ def _window(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
+def _load(route: dict[str, Any]) -> str:
+    limit = route["max_in_flight"]
+    text = f"{route['in_flight']}/{limit}" if limit else str(route["in_flight"])
+    return text + (f" +{route['queued']} queued" if route["queued"] else "")
+
+
 def render_health(report: dict[str, Any], now: float | None = None) -> str:
     """The report as text: the score, the routing figures, a route table, an operation table and
     the recommendations with their evidence."""
@@ -74,6 +80,7 @@ def render_health(report: dict[str, Any], now: float | None = None) -> str:
             _pct(r["success_rate"]),
             f"{r['throughput_rps']:.2f}",
             str(r["consecutive_failures"]),
+            _load(r),
             r["probe"],
             _ago(r["last_check"], now),
             r["last_error"] or _DASH,
@@ -93,6 +100,7 @@ def render_health(report: dict[str, Any], now: float | None = None) -> str:
                 "success",
                 "served/s",
                 "fails in a row",
+                "in flight",
                 "probe",
                 "last check",
                 "last error",

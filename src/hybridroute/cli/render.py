@@ -45,6 +45,7 @@ def config_summary(config: GatewayConfig) -> str:
                 rule.primary,
                 rule.fallback or "-",
                 str(rule.effective_retries()),
+                "yes" if rule.hedged() else "no",
                 model,
             ]
         )
@@ -56,6 +57,7 @@ def config_summary(config: GatewayConfig) -> str:
             "primary",
             "fallback",
             "retries",
+            "hedge",
             "model (primary)",
         ],
         rows,

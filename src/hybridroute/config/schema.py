@@ -126,6 +126,9 @@ class _RouteCommon(_Strict):
     connect_timeout_ms: int = Field(default=3_000, ge=10, le=120_000)
     min_attempt_ms: int = Field(default=50, ge=1, le=60_000)
     breaker: BreakerConfig | None = None
+    # Admission control: attempts at once on this route, and the priority queue in front of it.
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    max_queue: int = Field(default=512, ge=0, le=1_000_000)
 
 
 class BedrockRouteConfig(_RouteCommon):
@@ -239,6 +242,34 @@ class RoutingRuleConfig(_Strict):
     primary: str
     fallback: str | None = None
     retries: int | None = Field(default=None, ge=0, le=3)
+    # Streams: the longest wait for the first token (null: the attempt's share of the budget),
+    # and the longest silence between chunks once the stream has started.
+    ttft_timeout_ms: int | None = Field(default=None, ge=10, le=600_000)
+    stream_idle_timeout_ms: int | None = Field(default=10_000, ge=10, le=600_000)
+    # Hedging, while ENABLE_PERFORMANCE_OPTIMIZATION is on. null: on for critical and high rows
+    # that have a fallback. hedge_after_fraction: start the fallback after this share of the
+    # budget (null: after the primary's observed p95).
+    hedge: bool | None = None
+    hedge_after_fraction: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _timeouts_within_budget(self) -> RoutingRuleConfig:
+        if self.ttft_timeout_ms is not None and self.ttft_timeout_ms > self.latency_budget_ms:
+            raise ValueError(
+                f"ttft_timeout_ms ({self.ttft_timeout_ms}) is longer than latency_budget_ms "
+                f"({self.latency_budget_ms}); it can be at most the budget"
+            )
+        if self.hedge and self.fallback is None:
+            raise ValueError(
+                "hedge needs a fallback route to hedge with; set fallback or remove hedge"
+            )
+        return self
+
+    def hedged(self) -> bool:
+        """Whether this row hedges (when performance optimisation is on)."""
+        if self.hedge is not None:
+            return self.hedge and self.fallback is not None
+        return self.fallback is not None and self.priority in (Priority.CRITICAL, Priority.HIGH)
 
     def effective_retries(self) -> int:
         """Retries of the same route on a retryable error: 1 when there is no fallback, else 0."""

@@ -4,17 +4,30 @@ For each route in decision order, and each retry the rule allows:
 - an attempt that cannot finish in time is not started (skipped): the first attempt needs the
   route's `min_attempt_ms`; later ones also need the route's usual latency (its breaker's EWMA);
 - the route's breaker must admit it, except for the decision's `forced` route;
+- the route's admission control must give it a slot (`resilience.admission`): it may wait in
+  the route's priority queue, or be refused (saturated, or no time left to wait) — a refused
+  attempt is skipped and the next route tried; when every refusal was saturation, the request
+  is shed with 429 (`Overloaded`) rather than failed;
 - when a different, admissible route follows, an attempt gets at most `attempt_share` of the
   remaining time (default half), so a hung primary leaves its fallback time to answer; otherwise
-  it gets all the time left;
+  it gets all the time left. A stream's first attempt is capped by the rule's time-to-first-
+  token limit instead, when it has one;
 - the error class decides what happens next: a retryable error retries the same route (after a
   jittered backoff that honours Retry-After) while tries remain — except a timeout, which has
   already spent its time; any route fault moves on to the next route; and a request fault
   (`UpstreamRejected`) stops at once — another route would reject it too.
+
+Hedging (`decision.hedge`): the primary gets the whole remaining time instead of a share, and if
+it has not answered after the hedge delay — its observed p95, or the rule's fraction of the
+budget — the fallback starts too (if it can be admitted without queueing). The first success
+wins; the other attempt is cancelled and recorded as `cancelled`, so its cost can still be
+counted. A stream is hedged only while neither route has produced its first event.
+
 A timeout counts against the route's breaker only when the attempt had a fair chance: at least
 twice the route's usual latency (one second before any is known). A caller's short latency budget
 therefore never fails a healthy route over for everyone.
-When no route serves, `AllRoutesFailed` lists every attempt.
+When no route serves, `AllRoutesFailed` lists every attempt; every request's outcome goes to the
+health monitor (`observe`).
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from hybridroute._aio import Deadline, LoopCache
 from hybridroute._clock import Clock
 from hybridroute.errors import (
     GatewayError,
+    Overloaded,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamThrottled,
@@ -37,8 +51,10 @@ from hybridroute.errors import (
 )
 from hybridroute.gateway.attempts import all_routes_failed
 from hybridroute.gateway.streams import OpenStream
+from hybridroute.monitoring import HybridHealthMonitor
 from hybridroute.monitoring.records import RequestOutcome, RequestRecord
 from hybridroute.providers import Route
+from hybridroute.resilience.admission import AdmissionControl, AdmissionRefused, Refusal, Slot
 from hybridroute.resilience.breaker import CircuitBreaker, Permit
 from hybridroute.resilience.health import HealthBoard
 from hybridroute.routing.policy import Decision
@@ -58,7 +74,8 @@ log = logging.getLogger("hybridroute.executor")
 
 T = TypeVar("T")
 _Call = Callable[[Route, GenerationRequest, float], Awaitable[T]]
-Observer = Callable[[RequestRecord], None]
+_Discard = Callable[[T], Awaitable[None]]
+_StreamOpen = tuple[AsyncIterator[StreamEvent], StreamEvent, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +94,7 @@ class Served:
     completion: Completion
     attempts: tuple[Attempt, ...]
     upstream_s: float
+    hedged: bool = False
 
     @property
     def fallback(self) -> bool:
@@ -84,21 +102,69 @@ class Served:
 
 
 @dataclass(slots=True)
-class _Win(Generic[T]):
-    value: T
+class _Ticket:
+    """What an admitted attempt holds: its route, breaker permit and admission slot. Settled
+    exactly once: with a success, a failure, or given back without an outcome."""
+
     route: Route
     breaker: CircuitBreaker
     permit: Permit
+    slot: Slot | None
+    settled: bool = False
+
+    def succeed(self, latency_s: float) -> None:
+        if not self.settled:
+            self.settled = True
+            self.breaker.record_success(self.permit, latency_s)
+            self._free_slot()
+
+    def fail(self, error: str) -> None:
+        if not self.settled:
+            self.settled = True
+            self.breaker.record_failure(self.permit, error)
+            self._free_slot()
+
+    def release(self) -> None:
+        """Give everything back without an outcome."""
+        if not self.settled:
+            self.settled = True
+            self.breaker.release(self.permit)
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        if self.slot is not None:
+            self.slot.release()
+
+
+@dataclass(slots=True)
+class _Win(Generic[T]):
+    value: T
+    ticket: _Ticket
     started: float
+    hedged: bool = False
+
+    @property
+    def route(self) -> Route:
+        return self.ticket.route
+
+
+@dataclass(slots=True)
+class _Failure:
+    error: UpstreamError
+    elapsed: float
 
 
 async def _call_complete(route: Route, request: GenerationRequest, budget_s: float) -> Completion:
     return await route.complete(request, budget_s=budget_s)
 
 
+async def _no_discard(value: object) -> None:
+    return None
+
+
 async def _call_stream_open(
     route: Route, request: GenerationRequest, budget_s: float
-) -> tuple[AsyncIterator[StreamEvent], StreamEvent, str]:
+) -> _StreamOpen:
     """Open a route's stream and wait for its first content (or its end).
 
     A `StreamStart` only names the model; the stream counts as started (and fallback is no
@@ -117,6 +183,10 @@ async def _call_stream_open(
     return events, first, model
 
 
+async def _discard_stream(value: _StreamOpen) -> None:
+    await value[0].aclose()  # type: ignore[attr-defined]
+
+
 _COLD_PATIENCE_S = 1.0
 
 
@@ -127,7 +197,8 @@ def _patience(breaker: CircuitBreaker) -> float:
 
 
 class Executor:
-    """Runs decisions against routes, with breakers, deadlines, retries and fallback."""
+    """Runs decisions against routes, with breakers, admission, deadlines, retries, fallback
+    and hedging."""
 
     def __init__(
         self,
@@ -136,16 +207,77 @@ class Executor:
         clock: Clock,
         settings: ExecutorSettings | None = None,
         *,
-        observe: Observer | None = None,
-        rng: random.Random | None = None,
+        admission: Mapping[RouteId, AdmissionControl] | None = None,
+        monitor: HybridHealthMonitor | None = None,
     ) -> None:
         self._routes = dict(routes)
         self._health = health
         self._clock = clock
         self._settings = settings or ExecutorSettings()
-        self._observe = observe
-        self._rng = rng or random.Random()
+        self._admission = dict(admission or {})
+        self._monitor = monitor
+        self._rng = random.Random()  # retry jitter
         self._loop = LoopCache()
+
+    # -- the two entry points --------------------------------------------------------------------
+
+    async def complete(self, decision: Decision, request: GenerationRequest) -> Served:
+        """Serve a request as one completion."""
+        attempts: list[Attempt] = []
+        win = await self._serve(decision, request, attempts, _call_complete, _no_discard)
+        elapsed = self._clock.monotonic() - win.started
+        win.ticket.succeed(elapsed)
+        completion = win.value
+        # Upstream time: what the winning route waited on its upstream (or, if it could not
+        # say, its whole attempt), plus every failed attempt before it (not a hedge's loser,
+        # which ran alongside).
+        waited = completion.upstream_s or elapsed
+        failed = sum(a.duration_ms for a in attempts if a.outcome is AttemptOutcome.FAILED)
+        attempts.append(Attempt(win.route.id, AttemptOutcome.OK, elapsed * 1000.0))
+        self._record(decision, RequestOutcome.SERVED, win.route.id, attempts, win.hedged)
+        return Served(
+            decision=decision,
+            route=win.route.id,
+            completion=completion,
+            attempts=tuple(attempts),
+            upstream_s=failed / 1000.0 + waited,
+            hedged=win.hedged,
+        )
+
+    async def open_stream(self, decision: Decision, request: GenerationRequest) -> OpenStream:
+        """Start a stream: fall back (or hedge) freely until a route yields its first event."""
+        attempts: list[Attempt] = []
+        win = await self._serve(
+            decision,
+            request,
+            attempts,
+            _call_stream_open,
+            _discard_stream,
+            cap_s=decision.rule.ttft_timeout_s,
+        )
+        events, first, model = win.value
+        to_first = self._clock.monotonic() - win.started
+        attempts.append(Attempt(win.route.id, AttemptOutcome.OK, to_first * 1000.0))
+        ticket = win.ticket
+        return OpenStream(
+            decision=decision,
+            route_client=win.route,
+            model=model,
+            events_source=events,
+            first=first,
+            breaker=ticket.breaker,
+            permit=ticket.permit,
+            attempts=tuple(attempts),
+            clock=self._clock,
+            loop=self._loop.get(),
+            started=win.started,
+            upstream_s=sum(a.duration_ms for a in attempts) / 1000.0,
+            on_end=self._record,
+            slot=ticket.slot,
+            hedged=win.hedged,
+        )
+
+    # -- recording -------------------------------------------------------------------------------
 
     def _record(
         self,
@@ -153,12 +285,13 @@ class Executor:
         outcome: RequestOutcome,
         served_route: RouteId | None,
         attempts: Sequence[Attempt],
+        hedged: bool = False,
     ) -> None:
         """Tell the monitor how a request ended."""
-        if self._observe is None:
+        if self._monitor is None:
             return
         rule = decision.rule
-        self._observe(
+        self._monitor.record(
             RequestRecord(
                 operation_type=rule.operation_type,
                 priority=rule.priority,
@@ -170,6 +303,7 @@ class Executor:
                 latency_s=self._clock.monotonic() - decision.decided_at,
                 budget_s=decision.budget_ms / 1000.0,
                 attempts=tuple(attempts),
+                hedged=hedged,
             )
         )
 
@@ -179,10 +313,21 @@ class Executor:
         request: GenerationRequest,
         attempts: list[Attempt],
         call: _Call[T],
+        discard: _Discard[T],
+        *,
+        cap_s: float | None = None,
     ) -> _Win[T]:
         """Find the first route that serves; a request that ends here unserved is recorded."""
         try:
-            return await self._first_success(decision, request, attempts, call)
+            start = 0
+            if decision.hedge:
+                won, start = await self._race(decision, request, attempts, call, discard, cap_s)
+                if won is not None:
+                    return won
+            return await self._walk(decision, request, attempts, call, cap_s, start)
+        except Overloaded:
+            self._record(decision, RequestOutcome.SHED, None, attempts)
+            raise
         except GatewayError:
             self._record(decision, RequestOutcome.FAILED, None, attempts)
             raise
@@ -190,82 +335,30 @@ class Executor:
             self._record(decision, RequestOutcome.ABANDONED, None, attempts)
             raise
 
-    async def complete(self, decision: Decision, request: GenerationRequest) -> Served:
-        """Serve a request as one completion."""
-        attempts: list[Attempt] = []
-        win = await self._serve(decision, request, attempts, _call_complete)
-        elapsed = self._clock.monotonic() - win.started
-        win.breaker.record_success(win.permit, elapsed)
-        completion = win.value
-        # Upstream time: what the winning route waited on its upstream (or, if it could not
-        # say, its whole attempt), plus every failed attempt before it.
-        waited = completion.upstream_s or elapsed
-        failed = sum(a.duration_ms for a in attempts) / 1000.0
-        attempts.append(Attempt(win.route.id, AttemptOutcome.OK, elapsed * 1000.0))
-        self._record(decision, RequestOutcome.SERVED, win.route.id, attempts)
-        return Served(
-            decision=decision,
-            route=win.route.id,
-            completion=completion,
-            attempts=tuple(attempts),
-            upstream_s=failed + waited,
-        )
+    # -- one route after the other ---------------------------------------------------------------
 
-    async def open_stream(self, decision: Decision, request: GenerationRequest) -> OpenStream:
-        """Start a stream: fall back freely until a route yields its first event."""
-        attempts: list[Attempt] = []
-        win = await self._serve(decision, request, attempts, _call_stream_open)
-        events, first, model = win.value
-        to_first = self._clock.monotonic() - win.started
-        attempts.append(Attempt(win.route.id, AttemptOutcome.OK, to_first * 1000.0))
-        return OpenStream(
-            decision=decision,
-            route_client=win.route,
-            model=model,
-            events_source=events,
-            first=first,
-            breaker=win.breaker,
-            permit=win.permit,
-            attempts=tuple(attempts),
-            clock=self._clock,
-            loop=self._loop.get(),
-            started=win.started,
-            upstream_s=sum(a.duration_ms for a in attempts) / 1000.0,
-            on_end=self._record,
-        )
-
-    async def _first_success(
+    async def _walk(
         self,
         decision: Decision,
         request: GenerationRequest,
         attempts: list[Attempt],
         call: _Call[T],
+        cap_s: float | None,
+        start: int,
     ) -> _Win[T]:
         tries = 1 + decision.rule.retries
-        for index, route_id in enumerate(decision.routes):
-            route = self._routes[route_id]
-            breaker = self._health.breaker(route_id)
+        for index in range(start, len(decision.routes)):
+            route = self._routes[decision.routes[index]]
             share = self._fallback_ready(decision, index)
             for attempt_no in range(tries):
-                permit = self._admit(decision, route, breaker, attempts)
-                if permit is None:
+                ticket = await self._admit(decision, route, attempts, wait=True)
+                if ticket is None:
                     break
-                win_or_error = await self._attempt(
-                    decision, route, breaker, permit, request, call, share
-                )
-                if isinstance(win_or_error, _Win):
-                    return win_or_error
-                error, elapsed = win_or_error
-                attempts.append(
-                    Attempt(
-                        route_id,
-                        AttemptOutcome.FAILED,
-                        elapsed * 1000.0,
-                        error.summary(),
-                        error.code,
-                        type(error),
-                    )
-                )
+                budget = self._budget(decision, route, share=share, cap_s=cap_s)
+                outcome = await self._attempt(ticket, request, call, budget)
+                if isinstance(outcome, _Win):
+                    return outcome
+                error = self._failed(route.id, outcome, attempts)
                 if not error.fallback:
                     raise error
                 retry = error.retryable and not isinstance(error, UpstreamTimeout)
@@ -273,7 +366,43 @@ class Executor:
                     break
                 if not await self._backoff(decision, route, attempt_no, error):
                     break
-        raise all_routes_failed(decision.rule.operation_type, decision.decision_id, attempts)
+        raise self._none_served(decision, attempts)
+
+    def _failed(self, route: RouteId, failure: _Failure, attempts: list[Attempt]) -> UpstreamError:
+        error = failure.error
+        attempts.append(
+            Attempt(
+                route,
+                AttemptOutcome.FAILED,
+                failure.elapsed * 1000.0,
+                error.summary(),
+                error.code,
+                type(error),
+            )
+        )
+        return error
+
+    def _none_served(self, decision: Decision, attempts: Sequence[Attempt]) -> GatewayError:
+        """Shed (429) when saturation alone kept every route from trying; else all failed."""
+        tried = [a for a in attempts if a.outcome is not AttemptOutcome.SKIPPED]
+        saturated = [a for a in attempts if a.code in _SHED_CODES]
+        if saturated and not tried:
+            rule = decision.rule
+            listing = "; ".join(f"{a.route}: {a.detail}" for a in saturated)
+            return Overloaded(
+                f"{rule.operation_type} ({rule.priority.value} priority) shed: its routes are "
+                f"saturated with more important work ({listing}); retry later",
+                retry_after_s=max(self._retry_after(a.route) for a in saturated),
+                decision_id=decision.decision_id,
+                attempts=[a.as_dict() for a in attempts],
+            )
+        return all_routes_failed(decision.rule.operation_type, decision.decision_id, attempts)
+
+    def _retry_after(self, route: RouteId) -> float:
+        control = self._admission.get(route)
+        if control is None:
+            return 1.0
+        return control.retry_after_s(self._health.breaker(route).latency_ewma_s)
 
     def _fallback_ready(self, decision: Decision, index: int) -> bool:
         """Whether a different route after `index` could take over (so time must be shared)."""
@@ -282,14 +411,28 @@ class Executor:
                 return True
         return False
 
-    def _admit(
-        self,
-        decision: Decision,
-        route: Route,
-        breaker: CircuitBreaker,
-        attempts: list[Attempt],
-    ) -> Permit | None:
+    def _budget(
+        self, decision: Decision, route: Route, *, share: bool, cap_s: float | None
+    ) -> float:
+        """The time one attempt may take."""
         remaining = decision.deadline - self._clock.monotonic()
+        budget = min(route.timeout_s, remaining)
+        if cap_s is not None:
+            return min(budget, cap_s)  # an explicit limit (time to first token) replaces the share
+        if share:
+            shared = remaining * self._settings.attempt_share
+            if shared >= route.min_attempt_s:
+                budget = min(budget, shared)
+        return budget
+
+    # -- admission: deadline, breaker, slot ------------------------------------------------------
+
+    async def _admit(
+        self, decision: Decision, route: Route, attempts: list[Attempt], *, wait: bool
+    ) -> _Ticket | None:
+        """A ticket for one attempt, or None (with a skipped attempt recorded)."""
+        remaining = decision.deadline - self._clock.monotonic()
+        breaker = self._health.breaker(route.id)
         needed = route.min_attempt_s
         usual = breaker.latency_ewma_s
         if attempts and usual is not None:
@@ -317,25 +460,41 @@ class Executor:
                     route.id, AttemptOutcome.SKIPPED, 0.0, breaker.health().detail, "breaker_open"
                 )
             )
-        return permit
+            return None
+        control = self._admission.get(route.id)
+        if control is None:
+            return _Ticket(route, breaker, permit, None)
+        slot = control.try_enter()
+        if slot is None and wait:
+            try:
+                slot = await control.enter(decision.rule.priority, decision.deadline, needed, usual)
+            except AdmissionRefused as refused:
+                breaker.release(permit)
+                attempts.append(
+                    Attempt(
+                        route.id,
+                        AttemptOutcome.SKIPPED,
+                        0.0,
+                        refused.detail,
+                        _REFUSAL_CODES[refused.reason],
+                    )
+                )
+                return None
+            except BaseException:
+                breaker.release(permit)
+                raise
+        if slot is None:
+            breaker.release(permit)
+            return None
+        return _Ticket(route, breaker, permit, slot)
+
+    # -- one attempt -----------------------------------------------------------------------------
 
     async def _attempt(
-        self,
-        decision: Decision,
-        route: Route,
-        breaker: CircuitBreaker,
-        permit: Permit,
-        request: GenerationRequest,
-        call: _Call[T],
-        share: bool,
-    ) -> _Win[T] | tuple[UpstreamError, float]:
+        self, ticket: _Ticket, request: GenerationRequest, call: _Call[T], budget: float
+    ) -> _Win[T] | _Failure:
         clock = self._clock
-        remaining = decision.deadline - clock.monotonic()
-        budget = min(route.timeout_s, remaining)
-        if share:
-            shared = remaining * self._settings.attempt_share
-            if shared >= route.min_attempt_s:
-                budget = min(budget, shared)
+        route, breaker = ticket.route, ticket.breaker
         started = clock.monotonic()
         error: UpstreamError
         counts = True
@@ -349,7 +508,7 @@ class Executor:
             error = UpstreamTimeout(route.id, f"no answer within {budget * 1000:.0f} ms")
             counts = budget >= _patience(breaker)
         except asyncio.CancelledError:
-            breaker.release(permit)
+            ticket.release()
             raise
         except Exception as exc:  # a bug in one route must not fail the whole request
             log.exception("route %s raised an unmapped exception", route.id)
@@ -357,13 +516,113 @@ class Executor:
                 route.id, f"route client failed: {type(exc).__name__}: {exc}"
             )
         else:
-            return _Win(value, route, breaker, permit, started)
+            return _Win(value, ticket, started)
         elapsed = clock.monotonic() - started
         if counts:
-            breaker.record_failure(permit, error.summary())
+            ticket.fail(error.summary())
         else:
-            breaker.release(permit)
-        return error, elapsed
+            ticket.release()
+        return _Failure(error, elapsed)
+
+    # -- hedging ---------------------------------------------------------------------------------
+
+    def hedge_delay(self, decision: Decision) -> float:
+        """How long the primary has before the fallback is started alongside it."""
+        remaining = decision.deadline - self._clock.monotonic()
+        rule = decision.rule
+        delay: float | None = None
+        if rule.hedge_after_fraction is not None:
+            delay = rule.hedge_after_fraction * decision.budget_ms / 1000.0
+        elif self._monitor is not None:
+            delay = self._monitor.route_p95_s(decision.routes[0])
+        if delay is None:  # no latency history yet: half of the primary's usual share
+            delay = remaining * self._settings.attempt_share / 2
+        # Never so late that the fallback would get less than the primary's share would leave it.
+        return max(0.0, min(delay, remaining * self._settings.attempt_share))
+
+    async def _race(
+        self,
+        decision: Decision,
+        request: GenerationRequest,
+        attempts: list[Attempt],
+        call: _Call[T],
+        discard: _Discard[T],
+        cap_s: float | None,
+    ) -> tuple[_Win[T] | None, int]:
+        """The primary, and after the hedge delay the fallback too; first success wins.
+
+        Returns the winner, or None and the index the sequential walk continues from: 1 when
+        the primary failed (or could not start) before a hedge began, 2 when both were tried.
+        """
+        primary = self._routes[decision.routes[0]]
+        ticket = await self._admit(decision, primary, attempts, wait=True)
+        if ticket is None:
+            return None, 1
+        delay = max(self.hedge_delay(decision), primary.min_attempt_s)
+        loop = self._loop.get()
+        racers: dict[asyncio.Task[_Win[T] | _Failure], tuple[_Ticket, float]] = {}
+
+        def start(ticket: _Ticket, route: Route) -> asyncio.Task[_Win[T] | _Failure]:
+            budget = self._budget(decision, route, share=False, cap_s=cap_s)
+            task = loop.create_task(self._attempt(ticket, request, call, budget))
+            racers[task] = (ticket, self._clock.monotonic())
+            return task
+
+        first = start(ticket, primary)
+        try:
+            done, _ = await asyncio.wait((first,), timeout=delay)
+            if not done:
+                backup = self._routes[decision.routes[1]]
+                backup_ticket = await self._admit(decision, backup, attempts, wait=False)
+                if backup_ticket is not None:
+                    start(backup_ticket, backup)
+            hedged = len(racers) > 1
+            while racers:
+                done, _ = await asyncio.wait(racers, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    racer, _started = racers.pop(task)
+                    outcome = task.result()
+                    if isinstance(outcome, _Win):
+                        outcome.hedged = hedged
+                        return outcome, 0
+                    error = self._failed(racer.route.id, outcome, attempts)
+                    if not error.fallback:
+                        raise error
+            return None, 2 if hedged else 1
+        finally:
+            await self._cancel_losers(racers, attempts, discard)
+
+    async def _cancel_losers(
+        self,
+        racers: dict[asyncio.Task[_Win[T] | _Failure], tuple[_Ticket, float]],
+        attempts: list[Attempt],
+        discard: _Discard[T],
+    ) -> None:
+        """Stop attempts that lost the race. Each is recorded as cancelled (it may have cost
+        tokens); one that won in the same instant is undone."""
+        if not racers:
+            return
+        for task in racers:
+            task.cancel()
+        await asyncio.wait(racers)
+        for task, (ticket, started) in racers.items():
+            if not task.cancelled() and task.exception() is None:
+                outcome = task.result()
+                if isinstance(outcome, _Win):
+                    await discard(outcome.value)
+            ticket.release()  # a no-op when the attempt settled it
+            attempts.append(
+                Attempt(
+                    ticket.route.id,
+                    AttemptOutcome.CANCELLED,
+                    (self._clock.monotonic() - started) * 1000.0,
+                    "lost the hedge race",
+                    "hedge_cancelled",
+                )
+            )
+        racers.clear()
+
+    # -- retries ---------------------------------------------------------------------------------
 
     async def _backoff(
         self, decision: Decision, route: Route, attempt_no: int, error: UpstreamError
@@ -379,3 +638,11 @@ class Executor:
             return False
         await self._clock.sleep(wait)
         return True
+
+
+_REFUSAL_CODES = {
+    Refusal.SATURATED: "saturated",
+    Refusal.DISPLACED: "saturated",
+    Refusal.DEADLINE: "queue_deadline",
+}
+_SHED_CODES = frozenset(_REFUSAL_CODES.values())

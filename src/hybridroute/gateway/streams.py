@@ -1,7 +1,8 @@
 """An open stream: the route that answered first, its first event, and the rest on demand.
 
-Once the first event has gone to the client there is no fallback: a failure after that point, or
-the request's deadline passing, ends the stream with `StreamInterrupted`, and the attempt counts
+Once the first event has gone to the client there is no fallback: a failure after that point, a
+silence longer than the rule's `stream_idle_timeout_ms`, or the request's deadline passing, ends
+the stream with `StreamInterrupted`, and the attempt counts
 as failed on the route's breaker (a deadline is the request's, not the route's, so it gives the
 permit back without an outcome). A stream the client abandons gives its permit back too. However
 it ends, `on_end` hears how, once.
@@ -18,6 +19,7 @@ from hybridroute._aio import Deadline
 from hybridroute._clock import Clock
 from hybridroute.errors import StreamInterrupted, UpstreamError
 from hybridroute.monitoring.records import RequestOutcome
+from hybridroute.resilience.admission import Slot
 from hybridroute.resilience.breaker import CircuitBreaker, Permit
 from hybridroute.types import Attempt, RouteId, StreamEnd, StreamEvent
 
@@ -27,7 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["OpenStream", "StreamEnded"]
 
-StreamEnded = Callable[["Decision", RequestOutcome, "RouteId | None", Sequence[Attempt]], None]
+StreamEnded = Callable[
+    ["Decision", RequestOutcome, "RouteId | None", Sequence[Attempt], bool], None
+]
 
 
 @dataclass(eq=False)
@@ -47,6 +51,8 @@ class OpenStream:
     started: float
     upstream_s: float
     on_end: StreamEnded | None = None
+    slot: Slot | None = None  # the route's admission slot, held until the stream ends
+    hedged: bool = False
     _settled: bool = field(default=False, init=False)
 
     @property
@@ -74,13 +80,21 @@ class OpenStream:
 
     async def _next(self) -> StreamEvent:
         remaining = self.decision.deadline - self.clock.monotonic()
+        idle = self.decision.rule.stream_idle_timeout_s
         route = self.route_client.id
         try:
             if remaining <= 0:
                 raise TimeoutError
-            async with Deadline(self.loop, remaining):
+            limit = remaining if idle is None or idle >= remaining else idle
+            async with Deadline(self.loop, limit):
                 return await anext(self.events_source)
         except TimeoutError:
+            if idle is not None and idle < remaining:
+                # The route went silent mid-stream: that is the route's failure.
+                raise self._fail(
+                    f"{route} sent nothing for {idle * 1000:.0f} ms after the stream started "
+                    "(stream_idle_timeout_ms)"
+                ) from None
             budget = self.decision.budget_ms
             # The request's budget ran out, not the route: no outcome for its breaker.
             self._release(RequestOutcome.INTERRUPTED)
@@ -111,9 +125,11 @@ class OpenStream:
             self._ended(outcome)
 
     def _ended(self, outcome: RequestOutcome) -> None:
+        if self.slot is not None:
+            self.slot.release()
         if self.on_end is not None:
             served = self.route_client.id if outcome is RequestOutcome.SERVED else None
-            self.on_end(self.decision, outcome, served, self.attempts)
+            self.on_end(self.decision, outcome, served, self.attempts, self.hedged)
 
     async def aclose(self) -> None:
         """Stop reading (the client went away, or the stream is done)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hybridroute._clock import Clock
 from hybridroute.monitoring.histogram import LatencyHistogram
@@ -33,6 +33,7 @@ from hybridroute.monitoring.report import (
 )
 from hybridroute.monitoring.score import score, score_parts, status_for
 from hybridroute.monitoring.window import OperationCounts, RollingWindow, RouteCounts, WindowTotals
+from hybridroute.resilience.admission import AdmissionControl
 from hybridroute.resilience.health import HealthBoard
 from hybridroute.routing.matrix import RoutingMatrix, Topology
 from hybridroute.signals import HealthStatus
@@ -42,11 +43,14 @@ __all__ = ["HybridHealthMonitor", "MonitorSettings"]
 
 DEGRADED_FAILURE_RATE = 0.05
 DEGRADED_MIN_ATTEMPTS = 10
+P95_MIN_SAMPLES = 20  # fewer successful attempts than this: no observed p95 yet
+P95_REFRESH_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class MonitorSettings:
     window_s: float = 300.0
+    probe_kinds: Mapping[RouteId, str] = field(default_factory=dict)  # route → its probe
     attempt_share: float = 0.5
     probe_timeout_s: float = 2.0
     breaker_open_s: float = 5.0
@@ -69,19 +73,20 @@ class HybridHealthMonitor:
         health: HealthBoard,
         matrix: RoutingMatrix,
         topology: Topology,
-        probe_kinds: Mapping[RouteId, str],
         monitoring: Callable[[], bool],
         clock: Clock,
         settings: MonitorSettings | None = None,
+        admission: Mapping[RouteId, AdmissionControl] | None = None,
     ) -> None:
         self._health = health
         self._matrix = matrix
         self._topology = topology
-        self._probe_kinds = dict(probe_kinds)
+        self._admission = dict(admission or {})
         self._monitoring = monitoring
         self._clock = clock
         self.settings = settings or MonitorSettings()
         self._window = RollingWindow(self.settings.window_s, clock.monotonic())
+        self._p95: dict[RouteId, tuple[float, float | None]] = {}  # route → (computed at, p95)
 
     def record(self, record: RequestRecord) -> None:
         """One finished request (served or not)."""
@@ -90,6 +95,18 @@ class HybridHealthMonitor:
     def route_latency(self, route: RouteId) -> LatencyHistogram:
         """The route's successful-attempt latencies over the window."""
         return self._window.route_latency(route, self._clock.monotonic())
+
+    def route_p95_s(self, route: RouteId) -> float | None:
+        """The route's observed p95 over the window (None on too little data), recomputed at
+        most once a second: the request path may ask on every request."""
+        now = self._clock.monotonic()
+        cached = self._p95.get(route)
+        if cached is not None and now - cached[0] < P95_REFRESH_S:
+            return cached[1]
+        latency = self._window.route_latency(route, now)
+        value = latency.quantile(0.95) if latency.count >= P95_MIN_SAMPLES else None
+        self._p95[route] = (now, value)
+        return value
 
     def report(self) -> HealthReport:
         """The whole picture now."""
@@ -183,6 +200,7 @@ class HybridHealthMonitor:
         else:
             last_error = breaker.last_error or probes.last_error()
         latency = counts.latency
+        control = self._admission.get(route)
         return RouteReport(
             route=route,
             kind=self._topology.kinds[route].value,
@@ -198,12 +216,15 @@ class HybridHealthMonitor:
             success_rate=success,
             throughput_rps=round(counts.served / totals.span_s, 3),
             consecutive_failures=breaker.consecutive_failures,
-            probe=self._probe_kinds.get(route, "none") if monitoring else "off",
+            probe=self.settings.probe_kinds.get(route, "none") if monitoring else "off",
             last_check=probes.last.at if probes.last else None,
             last_probe_ok=last_probe.ok if last_probe else None,
             probe_latency_ms=_ms(last_probe.latency_s) if last_probe else None,
             probe_consecutive_failures=probes.consecutive_failures,
             last_error=last_error,
+            in_flight=control.in_flight if control else 0,
+            max_in_flight=control.settings.max_in_flight if control else None,
+            queued=control.queued if control else 0,
         )
 
     def _operation_report(self, operation_type: str, totals: WindowTotals) -> OperationReport:

@@ -59,6 +59,9 @@ class RouteReport:
     probe_latency_ms: float | None
     probe_consecutive_failures: int
     last_error: str | None
+    in_flight: int  # admission control: attempts running now ...
+    max_in_flight: int | None
+    queued: int  # ... and waiting for a slot
 
 
 @dataclass(frozen=True, slots=True)

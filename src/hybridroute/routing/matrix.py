@@ -15,7 +15,8 @@ __all__ = ["RoutingMatrix", "RoutingRule", "Topology"]
 
 @dataclass(frozen=True, slots=True)
 class RoutingRule:
-    """One matrix row: priority, latency budget, primary and fallback route, retries."""
+    """One matrix row: priority, latency budget, primary and fallback route, retries, stream
+    timeouts and hedging."""
 
     operation_type: str
     priority: Priority
@@ -23,6 +24,14 @@ class RoutingRule:
     primary: RouteId
     fallback: RouteId | None
     retries: int
+    ttft_timeout_s: float | None = None
+    stream_idle_timeout_s: float | None = None
+    hedge: bool = False
+    hedge_after_fraction: float | None = None
+
+
+def _seconds(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +79,10 @@ class RoutingMatrix:
                 primary=row.primary,
                 fallback=row.fallback,
                 retries=row.effective_retries(),
+                ttft_timeout_s=_seconds(row.ttft_timeout_ms),
+                stream_idle_timeout_s=_seconds(row.stream_idle_timeout_ms),
+                hedge=row.hedged(),
+                hedge_after_fraction=row.hedge_after_fraction,
             )
             for op, row in config.matrix.items()
         }

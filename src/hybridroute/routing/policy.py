@@ -14,7 +14,10 @@ decision out; this module only decides. The semantics are DESIGN.md §4:
   tried anyway (it is `forced`). A decision with a single route always forces it — with nothing
   to fall back to, trying beats refusing — which is how an emergency with no fallback still gets
   its attempts even while its breaker is open or half-open;
-- deadline: the row's latency budget, or a smaller one the caller asked for.
+- deadline: the row's latency budget, or a smaller one the caller asked for;
+- hedging: with performance optimisation on, a row that hedges (by default critical and high
+  rows with a fallback) may start its fallback while the primary is still working — only when
+  both are usable and the primary is first.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class Decision:
     # The primary was allowed (flags, residency) and healthy when deciding: the decisions that
     # routing accuracy is measured over (DESIGN.md §4).
     primary_eligible: bool
+    # Start the second route too if the first is slow (performance optimisation on, the row
+    # hedges, both routes usable and in matrix order).
+    hedge: bool = False
 
     @property
     def primary(self) -> RouteId:
@@ -90,6 +96,15 @@ def decide(  # noqa: PLR0913 - the policy's inputs are exactly DESIGN.md §4's l
     )
     routes, forced, health_clause = _order_by_health(candidates, health)
     clauses.append(health_clause)
+    hedge = (
+        flags.performance_optimization
+        and rule.hedge
+        and forced is None
+        and len(routes) >= 2
+        and routes[0] == rule.primary
+        and health.get(routes[0], _HEALTHY).status is HealthStatus.HEALTHY
+        and health.get(routes[1], _HEALTHY).usable
+    )
     budget_ms = rule.latency_budget_ms
     if requested_budget_ms is not None and requested_budget_ms < budget_ms:
         budget_ms = requested_budget_ms
@@ -104,6 +119,7 @@ def decide(  # noqa: PLR0913 - the policy's inputs are exactly DESIGN.md §4's l
         reason="; ".join(clauses),
         decided_at=now,
         primary_eligible=primary_eligible,
+        hedge=hedge,
     )
 
 
