@@ -1,9 +1,10 @@
 """The composition root: a validated config in, a running gateway's parts out.
 
 `Runtime.build()` wires routes, breakers, the health board and its probes, the flag store, the
-matrix, the health monitor, the executor and the gateway service. Nothing here is module-level
-state: a reload builds a new Runtime and swaps it in. `start()` opens every route's connections
-concurrently, then starts the probes; `aclose()` closes them and drains background tasks.
+matrix, admission control, the health monitor, the executor, the support manager and the gateway
+service. Nothing here is module-level state: a reload builds a new Runtime and swaps it in.
+`start()` opens every route's connections concurrently, then starts the probes and the support
+manager; `aclose()` closes them and drains background tasks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hybridroute._clock import Clock, SystemClock
 from hybridroute._tasks import TaskSupervisor
 from hybridroute.config.schema import GatewayConfig
 from hybridroute.gateway import Executor, ExecutorSettings, Gateway
+from hybridroute.gateway.support import BedrockSupportManager, SupportSettings
 from hybridroute.monitoring import HybridHealthMonitor
 from hybridroute.monitoring.monitor import MonitorSettings
 from hybridroute.providers import Route, build_route
@@ -109,6 +111,14 @@ class Runtime:
             admission=self.admission,
             monitor=self.monitor,
         )
+        self.support = BedrockSupportManager(
+            flags=self.flags,
+            health=self.health,
+            kinds=self.topology.kinds,
+            prober=self.prober,
+            clock=self.clock,
+            settings=SupportSettings(recovery_max_s=config.health.probe_interval_s),
+        )
         self.gateway = Gateway(
             matrix=self.matrix,
             topology=self.topology,
@@ -128,6 +138,7 @@ class Runtime:
         upstreams do not stop the start."""
         await asyncio.gather(*(route.start() for route in self.routes.values()))
         self.prober.start()
+        self.support.start(self.supervisor)
         self.started_at = time.time()
 
     async def aclose(self) -> None:

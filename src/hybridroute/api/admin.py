@@ -5,7 +5,8 @@ variable `HYBRIDROUTE_ADMIN_TOKEN` is set, a request must carry `Authorization: 
 (compared in constant time); when it is not set, only loopback callers are answered, so a
 gateway started on a laptop is inspectable and one listening on a network is not open to it.
 
-- `GET /admin/health/status` — the Hybrid Health Monitor's report (JSON).
+- `GET /admin/health/status` — the Hybrid Health Monitor's report and the Bedrock support
+  manager's status (JSON).
 """
 
 from __future__ import annotations
@@ -71,4 +72,6 @@ def _is_loopback(host: str) -> bool:
 
 
 async def health_status(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
-    await send_json(send, 200, orjson.dumps(runtime.monitor.report().as_dict()))
+    body = runtime.monitor.report().as_dict()
+    body["support"] = runtime.support.status().as_dict()
+    await send_json(send, 200, orjson.dumps(body))

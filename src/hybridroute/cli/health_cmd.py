@@ -47,6 +47,20 @@ def _load(route: dict[str, Any]) -> str:
     return text + (f" +{route['queued']} queued" if route["queued"] else "")
 
 
+def _support_line(support: dict[str, Any], now: float) -> str:
+    mode = "active" if support["mode"] == "active" else "inactive (MCP-only routing)"
+    line = (
+        f"Bedrock support mode {mode}; support status {support['status']} (changed "
+        f"{_ago(support['since'], now)})"
+    )
+    if support["emergency"]:
+        line += (
+            f"; EMERGENCY: every route unavailable, started {_ago(support['emergency_since'], now)}"
+            f", {support['recovery_probes']} recovery probes so far"
+        )
+    return line
+
+
 def render_health(report: dict[str, Any], now: float | None = None) -> str:
     """The report as text: the score, the routing figures, a route table, an operation table and
     the recommendations with their evidence."""
@@ -66,6 +80,9 @@ def render_health(report: dict[str, Any], now: float | None = None) -> str:
         f"{_pct(report['routing_efficiency'])}, fallback rate {_pct(report['fallback_rate'])}, "
         f"error rate {_pct(report['error_rate'])}",
     ]
+    support = report.get("support")
+    if support:
+        lines.append(_support_line(support, now))
     if report["shed"]:
         shed = ", ".join(f"{priority} {n}" for priority, n in report["shed"].items())
         lines.append(f"shed with 429: {shed}")
@@ -146,6 +163,13 @@ def render_health(report: dict[str, Any], now: float | None = None) -> str:
         ),
         "",
     ]
+    events = (support or {}).get("events", [])[-5:]
+    if events:
+        lines.append("Support events (latest last):")
+        lines += [
+            f"  {_ago(e['at'], now)}  [{e['severity']}] {e['kind']}: {e['message']}" for e in events
+        ]
+        lines.append("")
     recommendations = report["recommendations"]
     if not recommendations:
         lines.append("Recommendations: none; nothing in the window calls for a change.")
