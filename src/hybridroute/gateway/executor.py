@@ -271,7 +271,10 @@ class Executor:
             clock=self._clock,
             loop=self._loop.get(),
             started=win.started,
-            upstream_s=sum(a.duration_ms for a in attempts) / 1000.0,
+            upstream_s=sum(
+                a.duration_ms for a in attempts if a.outcome is not AttemptOutcome.CANCELLED
+            )
+            / 1000.0,
             on_end=self._record,
             slot=ticket.slot,
             hedged=win.hedged,
