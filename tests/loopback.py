@@ -134,3 +134,13 @@ def start_gateway(bedrock_sim: Simulator, mcp_sim: Simulator) -> Iterator[Gatewa
 @pytest.fixture
 def gateway(start_gateway: GatewayFactory) -> RunningGateway:
     return start_gateway()
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> float:
+    """Poll `check` from the test thread until it holds; the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.02)  # noqa: TID251 - polling from the test thread
+    raise AssertionError(f"condition not met within {timeout}s")
