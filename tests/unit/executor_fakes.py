@@ -47,7 +47,8 @@ REQUEST = GenerationRequest(
 
 class FakeRoute:
     """Answers from a script: each call takes the next step: "ok", "hang", a number of seconds
-    to take before answering, or an error to raise."""
+    to take before answering, or an error to raise. A stream takes a second step after its
+    first chunk: "ok", "hang", seconds to wait before the rest, or an error."""
 
     def __init__(self, route_id: str, script: list[object], *, min_attempt_s: float = 0.01):
         self.id = route_id
@@ -103,6 +104,8 @@ class FakeRoute:
             raise step
         if step == "hang":
             await asyncio.Event().wait()
+        if isinstance(step, float):
+            await asyncio.sleep(step)
         yield TextDelta("two")
         yield StreamEnd("stop", Usage(1, 2))
 

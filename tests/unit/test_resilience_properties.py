@@ -12,8 +12,12 @@ and time passing on a `FakeClock`. After every event, for each route:
 - after `half_open_successes` passing probes or probe/forced successes with no failure of any
   kind in between, the breaker is closed;
 - the board says unhealthy exactly when the route is not ready, or monitoring is on and its
-  probes failed `unhealthy_after` times in a row (counted by the test), or its breaker is open,
-  or half-open with every probe permit taken; otherwise probing while half-open, else healthy.
+  probes failed `unhealthy_after` times in a row since it was last turned on (counted by the
+  test; a probe result arriving while monitoring is off is dropped and moves nothing), or its
+  breaker is open, or half-open with every probe permit taken; otherwise probing while
+  half-open, else healthy;
+- the board's status-report reading (`availability`) is the same, except that a half-open
+  breaker with every probe permit taken reads probing, not unhealthy.
 
 The score part feeds random `RequestRecord`s over time (and random health events) to a
 `HybridHealthMonitor` and checks every report: the score is an int in [0, 100]; routing
@@ -190,6 +194,9 @@ class BoardRun:
             self.clock.advance(event.seconds)
         elif isinstance(event, SetMonitoring):
             self.monitoring = event.on
+            if not event.on:  # the board forgets probe results while monitoring is off
+                for track in self.track.values():
+                    track.probe_failures_in_row = 0
         elif isinstance(event, SetReady):
             self.track[event.route].ready = event.ready
         elif isinstance(event, Acquire | Force):
@@ -241,6 +248,9 @@ class BoardRun:
             route, ProbeResult(ok=ok, latency_s=0.05, at=self.clock.now(), error=error)
         )
         after = state(breaker)
+        if not self.monitoring:  # a result arriving while monitoring is off is dropped
+            assert after is before
+            return
         if ok:
             track.probe_failures_in_row = 0
             track.successes_since_failure += 1
@@ -284,6 +294,11 @@ class BoardRun:
                 expected = HealthStatus.HEALTHY
             assert health.status is expected, (route, snap, track, health)
             assert self.board.view()[route] == health
+            reported = self.board.availability(route).status
+            if all_probes_out and track.ready and not probes_failing:
+                assert reported is HealthStatus.PROBING  # recovering, not down
+            else:
+                assert reported is health.status
 
 
 @settings(max_examples=300, deadline=None)

@@ -47,6 +47,12 @@ def _load(route: dict[str, Any]) -> str:
     return text + (f" +{route['queued']} queued" if route["queued"] else "")
 
 
+def _hedges(route: dict[str, Any]) -> str:
+    """Hedge races won/lost in the window (a gateway that does not report them: a dash)."""
+    won, lost = route.get("hedges_won", 0), route.get("hedges_lost", 0)
+    return f"{won}/{lost}" if won or lost else _DASH
+
+
 def _support_line(support: dict[str, Any], now: float) -> str:
     mode = "active" if support["mode"] == "active" else "inactive (MCP-only routing)"
     line = (
@@ -98,6 +104,7 @@ def render_health(report: dict[str, Any], now: float | None = None) -> str:
             f"{r['throughput_rps']:.2f}",
             str(r["consecutive_failures"]),
             _load(r),
+            _hedges(r),
             r["probe"],
             _ago(r["last_check"], now),
             r["last_error"] or _DASH,
@@ -118,6 +125,7 @@ def render_health(report: dict[str, Any], now: float | None = None) -> str:
                 "served/s",
                 "fails in a row",
                 "in flight",
+                "hedges won/lost",
                 "probe",
                 "last check",
                 "last error",

@@ -6,8 +6,11 @@ For each route in decision order, and each retry the rule allows:
 - the route's breaker must admit it, except for the decision's `forced` route;
 - the route's admission control must give it a slot (`resilience.admission`): it may wait in
   the route's priority queue, or be refused (saturated, or no time left to wait) — a refused
-  attempt is skipped and the next route tried; when every refusal was saturation, the request
-  is shed with 429 (`Overloaded`) rather than failed;
+  attempt is skipped and the next route tried. When every route was refused for saturation the
+  request is shed with 429 (`Overloaded`); when nothing could start and a route was refused
+  because the deadline could not be met (queue too long, or too little time left) it fails at
+  once with 504; otherwise (some route skipped for its breaker, or tried and failed) it is
+  `AllRoutesFailed`;
 - when a different, admissible route follows, an attempt gets at most `attempt_share` of the
   remaining time (default half), so a hung primary leaves its fallback time to answer; otherwise
   it gets all the time left. A stream's first attempt is capped by the rule's time-to-first-
@@ -23,11 +26,14 @@ budget — the fallback starts too (if it can be admitted without queueing). The
 wins; the other attempt is cancelled and recorded as `cancelled`, so its cost can still be
 counted. A stream is hedged only while neither route has produced its first event.
 
-A timeout counts against the route's breaker only when the attempt had a fair chance: at least
-twice the route's usual latency (one second before any is known). A caller's short latency budget
-therefore never fails a healthy route over for everyone.
-When no route serves, `AllRoutesFailed` lists every attempt; every request's outcome goes to the
-health monitor (`observe`).
+A timeout counts against the route's breaker when the attempt had a fair chance: at least twice
+the route's usual latency (one second before any is known), so a caller's short latency budget
+never fails a healthy route over for everyone. A timeout set by the rule's own time-to-first-token
+limit always counts: that limit is the operator's statement of what the route owes.
+
+Attempts are listed in the order they started (`AttemptLog`), in the error when no route
+serves, in `Served.attempts` / `OpenStream.attempts` and in the record every request's outcome
+leaves with the health monitor.
 """
 
 from __future__ import annotations
@@ -49,10 +55,10 @@ from hybridroute.errors import (
     UpstreamThrottled,
     UpstreamTimeout,
 )
-from hybridroute.gateway.attempts import all_routes_failed
+from hybridroute.gateway.attempts import AttemptLog, all_routes_failed
 from hybridroute.gateway.streams import OpenStream
 from hybridroute.monitoring import HybridHealthMonitor
-from hybridroute.monitoring.records import RequestOutcome, RequestRecord
+from hybridroute.monitoring.records import HEDGE_CANCELLED, RequestOutcome, RequestRecord
 from hybridroute.providers import Route
 from hybridroute.resilience.admission import AdmissionControl, AdmissionRefused, Refusal, Slot
 from hybridroute.resilience.breaker import CircuitBreaker, Permit
@@ -63,6 +69,7 @@ from hybridroute.types import (
     AttemptOutcome,
     Completion,
     GenerationRequest,
+    Priority,
     RouteId,
     StreamEvent,
     StreamStart,
@@ -141,6 +148,7 @@ class _Win(Generic[T]):
     value: T
     ticket: _Ticket
     started: float
+    place: int  # the attempt's place in the request's AttemptLog
     hedged: bool = False
 
     @property
@@ -148,10 +156,20 @@ class _Win(Generic[T]):
         return self.ticket.route
 
 
+@dataclass(frozen=True, slots=True)
+class _Racer:
+    """One side of a hedge race: its ticket, when it started, and its place in the log."""
+
+    ticket: _Ticket
+    started: float
+    place: int
+
+
 @dataclass(slots=True)
 class _Failure:
     error: UpstreamError
     elapsed: float
+    place: int
 
 
 async def _call_complete(route: Route, request: GenerationRequest, budget_s: float) -> Completion:
@@ -223,41 +241,43 @@ class Executor:
 
     async def complete(self, decision: Decision, request: GenerationRequest) -> Served:
         """Serve a request as one completion."""
-        attempts: list[Attempt] = []
-        win = await self._serve(decision, request, attempts, _call_complete, _no_discard)
+        log_ = AttemptLog()
+        win = await self._serve(decision, request, log_, _call_complete, _no_discard)
         elapsed = self._clock.monotonic() - win.started
         win.ticket.succeed(elapsed)
         completion = win.value
         # Upstream time: what the winning route waited on its upstream (or, if it could not
-        # say, its whole attempt), plus every failed attempt before it (not a hedge's loser,
-        # which ran alongside).
+        # say, its whole attempt), plus every failed attempt (not a hedge's loser, which ran
+        # alongside).
         waited = completion.upstream_s or elapsed
+        log_.finish(win.place, Attempt(win.route.id, AttemptOutcome.OK, elapsed * 1000.0))
+        attempts = log_.done()
         failed = sum(a.duration_ms for a in attempts if a.outcome is AttemptOutcome.FAILED)
-        attempts.append(Attempt(win.route.id, AttemptOutcome.OK, elapsed * 1000.0))
         self._record(decision, RequestOutcome.SERVED, win.route.id, attempts, win.hedged)
         return Served(
             decision=decision,
             route=win.route.id,
             completion=completion,
-            attempts=tuple(attempts),
+            attempts=attempts,
             upstream_s=failed / 1000.0 + waited,
             hedged=win.hedged,
         )
 
     async def open_stream(self, decision: Decision, request: GenerationRequest) -> OpenStream:
         """Start a stream: fall back (or hedge) freely until a route yields its first event."""
-        attempts: list[Attempt] = []
+        log_ = AttemptLog()
         win = await self._serve(
             decision,
             request,
-            attempts,
+            log_,
             _call_stream_open,
             _discard_stream,
             cap_s=decision.rule.ttft_timeout_s,
         )
         events, first, model = win.value
         to_first = self._clock.monotonic() - win.started
-        attempts.append(Attempt(win.route.id, AttemptOutcome.OK, to_first * 1000.0))
+        log_.finish(win.place, Attempt(win.route.id, AttemptOutcome.OK, to_first * 1000.0))
+        attempts = log_.done()
         ticket = win.ticket
         return OpenStream(
             decision=decision,
@@ -267,10 +287,11 @@ class Executor:
             first=first,
             breaker=ticket.breaker,
             permit=ticket.permit,
-            attempts=tuple(attempts),
+            attempts=attempts,
             clock=self._clock,
             loop=self._loop.get(),
             started=win.started,
+            first_event_s=to_first,
             upstream_s=sum(
                 a.duration_ms for a in attempts if a.outcome is not AttemptOutcome.CANCELLED
             )
@@ -314,7 +335,7 @@ class Executor:
         self,
         decision: Decision,
         request: GenerationRequest,
-        attempts: list[Attempt],
+        attempts: AttemptLog,
         call: _Call[T],
         discard: _Discard[T],
         *,
@@ -329,13 +350,13 @@ class Executor:
                     return won
             return await self._walk(decision, request, attempts, call, cap_s, start)
         except Overloaded:
-            self._record(decision, RequestOutcome.SHED, None, attempts)
+            self._record(decision, RequestOutcome.SHED, None, attempts.done())
             raise
         except GatewayError:
-            self._record(decision, RequestOutcome.FAILED, None, attempts)
+            self._record(decision, RequestOutcome.FAILED, None, attempts.done())
             raise
         except asyncio.CancelledError:
-            self._record(decision, RequestOutcome.ABANDONED, None, attempts)
+            self._record(decision, RequestOutcome.ABANDONED, None, attempts.done())
             raise
 
     # -- one route after the other ---------------------------------------------------------------
@@ -344,7 +365,7 @@ class Executor:
         self,
         decision: Decision,
         request: GenerationRequest,
-        attempts: list[Attempt],
+        attempts: AttemptLog,
         call: _Call[T],
         cap_s: float | None,
         start: int,
@@ -358,7 +379,9 @@ class Executor:
                 if ticket is None:
                     break
                 budget = self._budget(decision, route, share=share, cap_s=cap_s)
-                outcome = await self._attempt(ticket, request, call, budget)
+                outcome = await self._attempt(
+                    ticket, request, call, budget, attempts.start(), capped=budget == cap_s
+                )
                 if isinstance(outcome, _Win):
                     return outcome
                 error = self._failed(route.id, outcome, attempts)
@@ -369,11 +392,12 @@ class Executor:
                     break
                 if not await self._backoff(decision, route, attempt_no, error):
                     break
-        raise self._none_served(decision, attempts)
+        raise self._none_served(decision, attempts.done())
 
-    def _failed(self, route: RouteId, failure: _Failure, attempts: list[Attempt]) -> UpstreamError:
+    def _failed(self, route: RouteId, failure: _Failure, attempts: AttemptLog) -> UpstreamError:
         error = failure.error
-        attempts.append(
+        attempts.finish(
+            failure.place,
             Attempt(
                 route,
                 AttemptOutcome.FAILED,
@@ -381,25 +405,36 @@ class Executor:
                 error.summary(),
                 error.code,
                 type(error),
-            )
+            ),
         )
         return error
 
     def _none_served(self, decision: Decision, attempts: Sequence[Attempt]) -> GatewayError:
-        """Shed (429) when saturation alone kept every route from trying; else all failed."""
-        tried = [a for a in attempts if a.outcome is not AttemptOutcome.SKIPPED]
-        saturated = [a for a in attempts if a.code in _SHED_CODES]
-        if saturated and not tried:
-            rule = decision.rule
-            listing = "; ".join(f"{a.route}: {a.detail}" for a in saturated)
+        """The error for a request no route served.
+
+        Shed (429 `Overloaded`) only when every route refused it for saturation — the one case
+        where trying again later is the answer. Anything else (a breaker open, a deadline that
+        could not be met in a queue, a failed attempt) is `AllRoutesFailed`, listing every
+        attempt; it is a 504 when nothing ran and the deadline is what stopped it.
+        """
+        rule = decision.rule
+        if attempts and all(a.code == _SATURATED for a in attempts):
+            priority = rule.priority
+            if priority is Priority.CRITICAL:
+                why = "every route is at capacity and its queue holds no lower-priority work to "
+                why += "make room"
+            else:
+                why = "every route is at capacity, and under overload lower-priority work is "
+                why += "refused first"
+            listing = "; ".join(f"{a.route}: {a.detail}" for a in attempts)
             return Overloaded(
-                f"{rule.operation_type} ({rule.priority.value} priority) shed: its routes are "
-                f"saturated with more important work ({listing}); retry later",
-                retry_after_s=max(self._retry_after(a.route) for a in saturated),
+                f"{rule.operation_type} ({priority.value} priority) shed: {why} ({listing}); "
+                "retry later",
+                retry_after_s=max(self._retry_after(a.route) for a in attempts),
                 decision_id=decision.decision_id,
                 attempts=[a.as_dict() for a in attempts],
             )
-        return all_routes_failed(decision.rule.operation_type, decision.decision_id, attempts)
+        return all_routes_failed(rule.operation_type, decision.decision_id, attempts)
 
     def _retry_after(self, route: RouteId) -> float:
         control = self._admission.get(route)
@@ -431,19 +466,20 @@ class Executor:
     # -- admission: deadline, breaker, slot ------------------------------------------------------
 
     async def _admit(
-        self, decision: Decision, route: Route, attempts: list[Attempt], *, wait: bool
+        self, decision: Decision, route: Route, attempts: AttemptLog, *, wait: bool
     ) -> _Ticket | None:
-        """A ticket for one attempt, or None (with a skipped attempt recorded)."""
+        """A ticket for one attempt, or None (with a skipped attempt recorded, unless `wait`
+        is off and the route merely has no free slot)."""
         remaining = decision.deadline - self._clock.monotonic()
         breaker = self._health.breaker(route.id)
         needed = route.min_attempt_s
         usual = breaker.latency_ewma_s
-        if attempts and usual is not None:
+        if attempts.any_recorded and usual is not None:
             # Time has been spent already: an attempt shorter than the route's usual latency
             # would most likely be wasted.
             needed = max(needed, usual)
         if remaining < needed:
-            attempts.append(
+            attempts.add(
                 Attempt(
                     route.id,
                     AttemptOutcome.SKIPPED,
@@ -458,7 +494,7 @@ class Executor:
         if permit is None and route.id == decision.forced:
             permit = breaker.acquire_forced()
         if permit is None:
-            attempts.append(
+            attempts.add(
                 Attempt(
                     route.id, AttemptOutcome.SKIPPED, 0.0, breaker.health().detail, "breaker_open"
                 )
@@ -473,7 +509,7 @@ class Executor:
                 slot = await control.enter(decision.rule.priority, decision.deadline, needed, usual)
             except AdmissionRefused as refused:
                 breaker.release(permit)
-                attempts.append(
+                attempts.add(
                     Attempt(
                         route.id,
                         AttemptOutcome.SKIPPED,
@@ -494,8 +530,17 @@ class Executor:
     # -- one attempt -----------------------------------------------------------------------------
 
     async def _attempt(
-        self, ticket: _Ticket, request: GenerationRequest, call: _Call[T], budget: float
+        self,
+        ticket: _Ticket,
+        request: GenerationRequest,
+        call: _Call[T],
+        budget: float,
+        place: int,
+        *,
+        capped: bool,
     ) -> _Win[T] | _Failure:
+        """Run one attempt with `budget` seconds. `capped`: the budget is the rule's own
+        time-to-first-token limit, so running out of it is always the route's fault."""
         clock = self._clock
         route, breaker = ticket.route, ticket.breaker
         started = clock.monotonic()
@@ -509,7 +554,7 @@ class Executor:
             counts = exc.counts_against_route
         except TimeoutError:
             error = UpstreamTimeout(route.id, f"no answer within {budget * 1000:.0f} ms")
-            counts = budget >= _patience(breaker)
+            counts = capped or budget >= _patience(breaker)
         except asyncio.CancelledError:
             ticket.release()
             raise
@@ -519,13 +564,13 @@ class Executor:
                 route.id, f"route client failed: {type(exc).__name__}: {exc}"
             )
         else:
-            return _Win(value, ticket, started)
+            return _Win(value, ticket, started, place)
         elapsed = clock.monotonic() - started
         if counts:
             ticket.fail(error.summary())
         else:
             ticket.release()
-        return _Failure(error, elapsed)
+        return _Failure(error, elapsed, place)
 
     # -- hedging ---------------------------------------------------------------------------------
 
@@ -538,8 +583,8 @@ class Executor:
             delay = rule.hedge_after_fraction * decision.budget_ms / 1000.0
         elif self._monitor is not None:
             delay = self._monitor.route_p95_s(decision.routes[0])
-        if delay is None:  # no latency history yet: half of the primary's usual share
-            delay = remaining * self._settings.attempt_share / 2
+        if delay is None:  # no latency history yet: half the primary's usual share of what is
+            delay = remaining * self._settings.attempt_share / 2  # left (a quarter by default)
         # Never so late that the fallback would get less than the primary's share would leave it.
         return max(0.0, min(delay, remaining * self._settings.attempt_share))
 
@@ -547,7 +592,7 @@ class Executor:
         self,
         decision: Decision,
         request: GenerationRequest,
-        attempts: list[Attempt],
+        attempts: AttemptLog,
         call: _Call[T],
         discard: _Discard[T],
         cap_s: float | None,
@@ -563,15 +608,18 @@ class Executor:
             return None, 1
         delay = max(self.hedge_delay(decision), primary.min_attempt_s)
         loop = self._loop.get()
-        racers: dict[asyncio.Task[_Win[T] | _Failure], tuple[_Ticket, float]] = {}
+        racers: dict[asyncio.Task[_Win[T] | _Failure], _Racer] = {}
 
         def start(ticket: _Ticket, route: Route) -> asyncio.Task[_Win[T] | _Failure]:
             budget = self._budget(decision, route, share=False, cap_s=cap_s)
-            task = loop.create_task(self._attempt(ticket, request, call, budget))
-            racers[task] = (ticket, self._clock.monotonic())
+            place = attempts.start()  # held in start order, whichever racer ends first
+            attempt = self._attempt(ticket, request, call, budget, place, capped=budget == cap_s)
+            task = loop.create_task(attempt)
+            racers[task] = _Racer(ticket, self._clock.monotonic(), place)
             return task
 
         first = start(ticket, primary)
+        won = False
         try:
             done, _ = await asyncio.wait((first,), timeout=delay)
             if not done:
@@ -583,45 +631,56 @@ class Executor:
             while racers:
                 done, _ = await asyncio.wait(racers, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    racer, _started = racers.pop(task)
+                    racer = racers.pop(task).ticket
                     outcome = task.result()
                     if isinstance(outcome, _Win):
                         outcome.hedged = hedged
+                        won = True
                         return outcome, 0
                     error = self._failed(racer.route.id, outcome, attempts)
                     if not error.fallback:
                         raise error
             return None, 2 if hedged else 1
         finally:
-            await self._cancel_losers(racers, attempts, discard)
+            await self._cancel_losers(racers, attempts, discard, lost=won)
 
     async def _cancel_losers(
         self,
-        racers: dict[asyncio.Task[_Win[T] | _Failure], tuple[_Ticket, float]],
-        attempts: list[Attempt],
+        racers: dict[asyncio.Task[_Win[T] | _Failure], _Racer],
+        attempts: AttemptLog,
         discard: _Discard[T],
+        *,
+        lost: bool,
     ) -> None:
-        """Stop attempts that lost the race. Each is recorded as cancelled (it may have cost
-        tokens); one that won in the same instant is undone."""
+        """Stop the attempts still in the race. Each is recorded as cancelled (it may have cost
+        tokens) — as a lost hedge race when the other side won, else as stopped with the
+        request; one that succeeded in the same instant is undone, and one that failed in it is
+        recorded as failed."""
         if not racers:
             return
         for task in racers:
             task.cancel()
         await asyncio.wait(racers)
-        for task, (ticket, started) in racers.items():
+        for task, racer in racers.items():
             if not task.cancelled() and task.exception() is None:
                 outcome = task.result()
-                if isinstance(outcome, _Win):
-                    await discard(outcome.value)
-            ticket.release()  # a no-op when the attempt settled it
-            attempts.append(
+                if isinstance(outcome, _Failure):
+                    self._failed(racer.ticket.route.id, outcome, attempts)
+                    continue
+                await discard(outcome.value)
+            racer.ticket.release()  # a no-op when the attempt settled it
+            detail, code = (
+                ("lost the hedge race", HEDGE_CANCELLED) if lost else ("the request ended", None)
+            )
+            attempts.finish(
+                racer.place,
                 Attempt(
-                    ticket.route.id,
+                    racer.ticket.route.id,
                     AttemptOutcome.CANCELLED,
-                    (self._clock.monotonic() - started) * 1000.0,
-                    "lost the hedge race",
-                    "hedge_cancelled",
-                )
+                    (self._clock.monotonic() - racer.started) * 1000.0,
+                    detail,
+                    code,
+                ),
             )
         racers.clear()
 
@@ -643,9 +702,9 @@ class Executor:
         return True
 
 
+_SATURATED = "saturated"
 _REFUSAL_CODES = {
-    Refusal.SATURATED: "saturated",
-    Refusal.DISPLACED: "saturated",
+    Refusal.SATURATED: _SATURATED,
+    Refusal.DISPLACED: _SATURATED,
     Refusal.DEADLINE: "queue_deadline",
 }
-_SHED_CODES = frozenset(_REFUSAL_CODES.values())

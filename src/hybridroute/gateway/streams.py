@@ -2,10 +2,16 @@
 
 Once the first event has gone to the client there is no fallback: a failure after that point, a
 silence longer than the rule's `stream_idle_timeout_ms`, or the request's deadline passing, ends
-the stream with `StreamInterrupted`, and the attempt counts
-as failed on the route's breaker (a deadline is the request's, not the route's, so it gives the
-permit back without an outcome). A stream the client abandons gives its permit back too. However
-it ends, `on_end` hears how, once.
+the stream with `StreamInterrupted`. The winning attempt, until then recorded as OK, is then
+recorded as FAILED with what went wrong (`attempts`, and what `on_end` hears), so the monitor
+counts it against the route's success rate. On the route's breaker a route failure or silence
+counts as a failure; a deadline cut is the request's budget running out, not the route's fault,
+so it gives the permit back without an outcome (its attempt still reads FAILED, code
+`deadline`). A stream the client abandons gives its permit back too. However it ends, `on_end`
+hears how, once.
+
+The breaker's latency sample for a stream is its time to first event (`first_event_s`), not
+the whole stream: that is what patience, fallback time and queue estimates are about.
 """
 
 from __future__ import annotations
@@ -17,11 +23,16 @@ from typing import TYPE_CHECKING
 
 from hybridroute._aio import Deadline
 from hybridroute._clock import Clock
-from hybridroute.errors import StreamInterrupted, UpstreamError
+from hybridroute.errors import (
+    StreamInterrupted,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 from hybridroute.monitoring.records import RequestOutcome
 from hybridroute.resilience.admission import Slot
 from hybridroute.resilience.breaker import CircuitBreaker, Permit
-from hybridroute.types import Attempt, RouteId, StreamEnd, StreamEvent
+from hybridroute.types import Attempt, AttemptOutcome, RouteId, StreamEnd, StreamEvent
 
 if TYPE_CHECKING:
     from hybridroute.providers import Route
@@ -53,6 +64,7 @@ class OpenStream:
     on_end: StreamEnded | None = None
     slot: Slot | None = None  # the route's admission slot, held until the stream ends
     hedged: bool = False
+    first_event_s: float | None = None  # the winning attempt's time to its first event
     _settled: bool = field(default=False, init=False)
 
     @property
@@ -93,30 +105,58 @@ class OpenStream:
                 # The route went silent mid-stream: that is the route's failure.
                 raise self._fail(
                     f"{route} sent nothing for {idle * 1000:.0f} ms after the stream started "
-                    "(stream_idle_timeout_ms)"
+                    "(stream_idle_timeout_ms)",
+                    UpstreamTimeout.code,
+                    UpstreamTimeout,
                 ) from None
             budget = self.decision.budget_ms
-            # The request's budget ran out, not the route: no outcome for its breaker.
-            self._release(RequestOutcome.INTERRUPTED)
+            # The request's budget ran out, not the route: no outcome for its breaker, but the
+            # attempt did not succeed either.
             message = f"{route} was still streaming when the {budget} ms latency budget ran out"
+            self._interrupted(message, "deadline", None)
+            self._release(RequestOutcome.INTERRUPTED)
             raise StreamInterrupted(message, route=route) from None
         except StopAsyncIteration:
-            raise self._fail(f"{route} ended the stream without a final event") from None
+            raise self._fail(
+                f"{route} ended the stream without a final event",
+                UpstreamProtocolError.code,
+                UpstreamProtocolError,
+            ) from None
         except UpstreamError as exc:
-            raise self._fail(f"{route} failed after the stream started: {exc.summary()}") from exc
+            raise self._fail(
+                f"{route} failed after the stream started: {exc.summary()}", exc.code, type(exc)
+            ) from exc
 
     def _succeed(self) -> None:
         if not self._settled:
             self._settled = True
-            self.breaker.record_success(self.permit, self.clock.monotonic() - self.started)
+            latency = self.first_event_s
+            if latency is None:
+                latency = self.clock.monotonic() - self.started
+            self.breaker.record_success(self.permit, latency)
             self._ended(RequestOutcome.SERVED)
 
-    def _fail(self, message: str) -> StreamInterrupted:
+    def _fail(
+        self, message: str, code: str, error_class: type[Exception] | None
+    ) -> StreamInterrupted:
         if not self._settled:
+            self._interrupted(message, code, error_class)
             self._settled = True
             self.breaker.record_failure(self.permit, message)
             self._ended(RequestOutcome.INTERRUPTED)
         return StreamInterrupted(message, route=self.route_client.id)
+
+    def _interrupted(self, message: str, code: str, error_class: type[Exception] | None) -> None:
+        """Record the winning attempt as failed: it stopped before the stream's end."""
+        if self._settled:
+            return
+        route = self.route_client.id
+        elapsed_ms = (self.clock.monotonic() - self.started) * 1000.0
+        failed = Attempt(route, AttemptOutcome.FAILED, elapsed_ms, message, code, error_class)
+        self.attempts = tuple(
+            failed if a.route == route and a.outcome is AttemptOutcome.OK else a
+            for a in self.attempts
+        )
 
     def _release(self, outcome: RequestOutcome) -> None:
         if not self._settled:

@@ -6,19 +6,22 @@ the matrix says; off, the gateway runs MCP-only. `activate()` / `deactivate()` t
 is noticed and recorded too.
 
 Status, from the health of the routes in use (every route while support mode is on; the
-non-Bedrock ones while it is off):
+non-Bedrock ones while it is off), as `HealthBoard.availability` reads it:
 - healthy — every route usable and its breaker closed;
-- degraded — some, not all, routes unavailable, or a breaker half-open;
+- degraded — some, not all, routes unavailable, or a breaker half-open (recovering: a half-open
+  breaker counts as available even while its one trial request is in flight, so that request
+  does not flip the status back to critical);
 - critical — no route available.
 
 The emergency procedure, when status turns critical: record it (an event with every route's
-reason), raise a critical event to the listeners (log, and later alerts and audit), keep serving
-what can be served (the policy still tries a route when none is healthy), and recover on its own:
+reason), raise a critical event to the listeners (the log listener; other subscribers register
+with `add_listener`), keep serving what can be served (the policy still tries a route when none
+is healthy), and recover on its own:
 while health monitoring is on, probe the unavailable routes with exponential backoff (from
 `recovery_initial_s`, doubling up to the probe interval) — a passing probe half-opens the
 route's breaker, and the next request closes it. With monitoring off, recovery waits for the
 breakers' own open time. The emergency ends when a route is available again, with an event that
-says how long it lasted.
+says how long it lasted. `recovery_probes` counts the probes of the current (or last) emergency.
 """
 
 from __future__ import annotations
@@ -181,7 +184,7 @@ class BedrockSupportManager:
         unavailable: dict[RouteId, str] = {}
         wobbly = False
         for route in self._in_use():
-            health = self._health.route_health(route)
+            health = self._health.availability(route)
             if health.status is HealthStatus.UNHEALTHY:
                 unavailable[route] = health.detail or "unhealthy"
             elif self._health.breaker(route).state is not BreakerState.CLOSED:
@@ -199,6 +202,7 @@ class BedrockSupportManager:
         listing = "; ".join(f"{r}: {why}" for r, why in unavailable.items())
         if level is SupportLevel.CRITICAL:
             self._emergency_since = self._clock.monotonic()
+            self._recovery_probes = 0  # counted per emergency
             self._emit(
                 "emergency_started",
                 "critical",
@@ -245,7 +249,7 @@ class BedrockSupportManager:
                 await self._clock.sleep(delay)
                 if self._flags.current().hybrid_health_monitoring:
                     for route in self._in_use():
-                        if self._health.route_health(route).status is HealthStatus.UNHEALTHY:
+                        if self._health.availability(route).status is HealthStatus.UNHEALTHY:
                             self._recovery_probes += 1
                             result = await self._prober.probe(route)
                             log.info(
@@ -281,7 +285,7 @@ class BedrockSupportManager:
     def status(self) -> SupportStatus:
         routes = {}
         for route in self._kinds:
-            health = self._health.route_health(route)
+            health = self._health.availability(route)
             routes[route] = {
                 "status": health.status.value,
                 "breaker": self._health.breaker(route).state.value,

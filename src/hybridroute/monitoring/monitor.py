@@ -6,13 +6,18 @@ routes' live health (readiness, probes, breakers) into a `HealthReport`: the ove
 §4 defines them, per-route latency percentiles, success rate and throughput, per-operation
 figures, and the recommendations that follow from them (`monitoring.recommendations`).
 
-A route's status in the report:
-- unhealthy — the policy will not put it first: not ready, its probes failing `unhealthy_after`
-  times in a row, or its breaker open;
-- degraded — usable but not well: breaker half-open, its last probe failed, or over 5 % of its
+A route's status in the report (from `HealthBoard.availability`):
+- unhealthy — not ready, its probes failing `unhealthy_after` times in a row, or its breaker
+  open;
+- degraded — usable but not well: breaker half-open (also while its trial request is in flight,
+  when the policy puts another route first meanwhile), its last probe failed, or over 5 % of its
   recent attempts failed (the breaker's sliding window, once it holds 10) — recent, so that a
   route that has recovered reads healthy again well before the monitor's window forgets;
 - healthy — otherwise.
+
+Hedging feedback: per route, the hedge races it won and lost over the window; per operation
+type, the races whose primary lost — the `hedge-losing-primary` recommendation names a primary
+that loses most of them (routing is not changed automatically).
 """
 
 from __future__ import annotations
@@ -173,7 +178,7 @@ class HybridHealthMonitor:
         breaker = self._health.breaker(route).snapshot()
         probes = self._health.probes(route)
         last_probe = probes.last if monitoring else None
-        decided = self._health.route_health(route)
+        decided = self._health.availability(route)
         judged = counts.ok + counts.failed
         success = _ratio(counts.ok, judged)
         status, detail = RouteStatus.HEALTHY, "ok"
@@ -225,6 +230,8 @@ class HybridHealthMonitor:
             in_flight=control.in_flight if control else 0,
             max_in_flight=control.settings.max_in_flight if control else None,
             queued=control.queued if control else 0,
+            hedges_won=counts.hedges_won,
+            hedges_lost=counts.hedges_lost,
         )
 
     def _operation_report(self, operation_type: str, totals: WindowTotals) -> OperationReport:
@@ -248,6 +255,7 @@ class HybridHealthMonitor:
             p95_ms=_ms(latency.quantile(0.95)),
             p99_ms=_ms(latency.quantile(0.99)),
             hedged=counts.hedged,
+            hedges_lost=counts.hedges_lost,
         )
 
     def __repr__(self) -> str:

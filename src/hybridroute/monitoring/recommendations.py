@@ -28,6 +28,8 @@ ERROR_RATE_WARNING = 0.02
 ERROR_RATE_CRITICAL = 0.05
 ACCURACY_INFO = 0.95
 PROBE_SLOW_SHARE = 0.5
+HEDGE_LOSS_WARNING = 0.80  # a primary losing this share of its hedge races ...
+MIN_HEDGE_RACES = 20  # ... out of at least this many in the window
 _ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
@@ -166,6 +168,47 @@ def _slow_primaries(inputs: RecommendationInputs) -> list[Recommendation]:
         if op.fallback is not None:
             action += f", or make {op.fallback} its primary"
         found.append(Recommendation("slow-primary", Severity.WARNING, action, evidence))
+    return found
+
+
+def _hedge_losing_primaries(inputs: RecommendationInputs) -> list[Recommendation]:
+    """A primary that keeps losing its hedge races is started — and billed — for every hedged
+    request while the fallback does the work. Grouped by (primary, fallback) pair, since the
+    suggested swap is per pair; the operation types are named."""
+    routes = {r.route: r for r in inputs.routes}
+    pairs: dict[tuple[str, str], list[OperationReport]] = {}
+    for op in inputs.operations:
+        if op.fallback is not None and op.hedged:
+            pairs.setdefault((op.primary, op.fallback), []).append(op)
+    found = []
+    for (primary, fallback), ops in pairs.items():
+        races = sum(op.hedged for op in ops)
+        lost = sum(op.hedges_lost for op in ops)
+        if races < MIN_HEDGE_RACES or lost < races * HEDGE_LOSS_WARNING:
+            continue
+        names = (
+            ", ".join(op.operation_type for op in ops if op.hedges_lost) or ops[0].operation_type
+        )
+        evidence = (
+            f"{primary} lost {lost} of {races} hedge races to {fallback} in the last "
+            f"{_window(inputs.span_s)}"
+        )
+        mine, theirs = routes.get(primary), routes.get(fallback)
+        if mine is not None and mine.p95_ms is not None:
+            evidence += f"; its p95 {_secs(mine.p95_ms)}"
+            if theirs is not None and theirs.p95_ms is not None:
+                evidence += f" against {fallback}'s {_secs(theirs.p95_ms)}"
+        else:
+            evidence += "; none of its attempts succeeded in the window"
+        evidence += f"; each hedged request still starts (and may be billed on) {primary}"
+        found.append(
+            Recommendation(
+                "hedge-losing-primary",
+                Severity.WARNING,
+                f"Consider making {fallback} the primary for {names}, or check {primary}'s latency",
+                evidence,
+            )
+        )
     return found
 
 
@@ -312,6 +355,7 @@ _RULES = (
     _unhealthy_routes,
     _exposed_without_fallback,
     _slow_primaries,
+    _hedge_losing_primaries,
     _high_fallback_rate,
     _low_efficiency,
     _error_rate,

@@ -12,7 +12,10 @@ from enum import StrEnum
 
 from hybridroute.types import Attempt, AttemptOutcome, Priority, RouteId
 
-__all__ = ["RequestOutcome", "RequestRecord"]
+__all__ = ["HEDGE_CANCELLED", "RequestOutcome", "RequestRecord"]
+
+HEDGE_CANCELLED = "hedge_cancelled"
+"""The code of an attempt stopped because the other side of its hedge race answered first."""
 
 
 class RequestOutcome(StrEnum):
@@ -38,8 +41,8 @@ class RequestRecord:
     served_route: RouteId | None
     latency_s: float  # decision to answer (to the stream's end for streams)
     budget_s: float
-    attempts: tuple[Attempt, ...] = ()
-    hedged: bool = False
+    attempts: tuple[Attempt, ...] = ()  # in the order they started
+    hedged: bool = False  # a hedge started alongside the primary
 
     @property
     def served(self) -> bool:
@@ -51,7 +54,10 @@ class RequestRecord:
 
     @property
     def first_tried(self) -> RouteId | None:
-        """The first route an attempt was actually started on (else the decision's first)."""
+        """The first route an attempt was actually started on (else the decision's first).
+
+        Attempts are in start order, so for a hedged request this is the race's primary even
+        when the hedge finished (or was cancelled) first."""
         for attempt in self.attempts:
             if attempt.outcome is not AttemptOutcome.SKIPPED:
                 return attempt.route
@@ -71,3 +77,14 @@ class RequestRecord:
     def fallback(self) -> bool:
         """Counted for the fallback rate: served by a route other than the rule's primary."""
         return self.served and self.served_route != self.primary
+
+    @property
+    def hedge_loser(self) -> RouteId | None:
+        """In a hedged request, the route whose attempt was cancelled because the other side of
+        the race answered first (None when not hedged, or when neither side won)."""
+        if not self.hedged:
+            return None
+        for attempt in self.attempts:
+            if attempt.code == HEDGE_CANCELLED:
+                return attempt.route
+        return None

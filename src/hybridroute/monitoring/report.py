@@ -62,6 +62,8 @@ class RouteReport:
     in_flight: int  # admission control: attempts running now ...
     max_in_flight: int | None
     queued: int  # ... and waiting for a slot
+    hedges_won: int = 0  # hedge races in the window it answered first in ...
+    hedges_lost: int = 0  # ... and those it was cancelled in because the other side answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,8 @@ class OperationReport:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
-    hedged: int
+    hedged: int  # hedge races: requests whose fallback was started alongside the primary
+    hedges_lost: int = 0  # ... of which the primary lost (cancelled: the fallback answered)
 
 
 @dataclass(frozen=True, slots=True)

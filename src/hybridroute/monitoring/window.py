@@ -38,7 +38,8 @@ class OperationCounts:
     fallback: int = 0
     served_elsewhere: int = 0  # served, but not by the first route tried
     within_budget: int = 0
-    hedged: int = 0
+    hedged: int = 0  # requests whose fallback was started alongside the primary (hedge races)
+    hedges_lost: int = 0  # ... of which the primary lost: cancelled because the hedge answered
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     def add(self, record: RequestRecord) -> None:
@@ -68,7 +69,14 @@ class OperationCounts:
             if record.accurate:
                 self.accurate += 1
         if record.hedged:
-            self.hedged += 1
+            self._add_race(record)
+
+    def _add_race(self, record: RequestRecord) -> None:
+        """A hedge race: counted, and whether its primary (the first route tried) lost it."""
+        self.hedged += 1
+        loser = record.hedge_loser
+        if loser is not None and loser == record.first_tried:
+            self.hedges_lost += 1
 
     def merge(self, other: OperationCounts) -> None:
         for name in _OPERATION_INTS:
@@ -89,6 +97,8 @@ class RouteCounts:
     skipped: int = 0
     cancelled: int = 0
     served: int = 0
+    hedges_won: int = 0  # hedge races it won: it answered first, the other side was cancelled
+    hedges_lost: int = 0  # hedge races it lost: cancelled because the other side answered
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # successful attempts
 
     def add(self, outcome: AttemptOutcome, duration_s: float) -> None:
@@ -185,6 +195,10 @@ class RollingWindow:
             if served is None:
                 served = routes[record.served_route] = RouteCounts()
             served.served += 1
+            loser = record.hedge_loser
+            if loser is not None:
+                served.hedges_won += 1
+                routes[loser].hedges_lost += 1  # it has a cancelled attempt, so it is in routes
         if record.outcome is RequestOutcome.SHED:
             shed = current.shed_by_priority
             shed[record.priority] = shed.get(record.priority, 0) + 1

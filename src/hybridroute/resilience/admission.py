@@ -170,7 +170,7 @@ class AdmissionControl:
             return slot
         now = self._clock.monotonic()
         self._check_wait(priority, deadline - now, needed_s, usual_s)
-        self._make_room(priority)
+        self._make_room(priority, usual_s)
         waiter = _Waiter(priority, asyncio.get_running_loop().create_future())
         self._queues[priority].append(waiter)
         self._queued += 1
@@ -207,15 +207,7 @@ class AdmissionControl:
     ) -> None:
         limit = math.floor(self.settings.max_queue * QUEUE_SHARE[priority])
         if self._queued >= limit and self._lowest_below(priority) is None:
-            self._refused[priority] += 1
-            raise AdmissionRefused(
-                self.route,
-                Refusal.SATURATED,
-                f"{self.route} saturated: {self._in_flight} in flight, {self._queued} queued; "
-                f"{priority.value} work may fill {QUEUE_SHARE[priority] * 100:.0f} % of the "
-                f"{self.settings.max_queue}-place queue",
-                self.retry_after_s(usual_s),
-            )
+            raise self._saturated(priority, usual_s)
         if needed_s >= remaining:
             self._refused[priority] += 1
             raise AdmissionRefused(
@@ -239,6 +231,17 @@ class AdmissionControl:
                 self.retry_after_s(usual_s),
             )
 
+    def _saturated(self, priority: Priority, usual_s: float | None) -> AdmissionRefused:
+        self._refused[priority] += 1
+        return AdmissionRefused(
+            self.route,
+            Refusal.SATURATED,
+            f"{self.route} saturated: {self._in_flight} in flight, {self._queued} queued; "
+            f"{priority.value} work may fill {QUEUE_SHARE[priority] * 100:.0f} % of the "
+            f"{self.settings.max_queue}-place queue",
+            self.retry_after_s(usual_s),
+        )
+
     def _lowest_below(self, priority: Priority) -> Priority | None:
         """The least important priority under `priority` that has waiters."""
         for candidate in reversed(_BY_RANK):
@@ -248,16 +251,28 @@ class AdmissionControl:
                 return candidate
         return None
 
-    def _make_room(self, priority: Priority) -> None:
+    def _make_room(self, priority: Priority, usual_s: float | None) -> None:
+        """Displace the newest lower-priority waiter when `priority` has no room in the queue.
+
+        A waiter whose future is already done (its task was cancelled — the client went away,
+        or its patience ran out — and has not yet run to take itself out) holds a place it will
+        never use: it is dropped, and the search goes on to the next one.
+        """
         limit = math.floor(self.settings.max_queue * QUEUE_SHARE[priority])
-        if self._queued < limit:
+        while self._queued >= limit:
+            victim_priority = self._lowest_below(priority)
+            if victim_priority is None:  # only dead waiters were below it, and none is left
+                raise self._saturated(priority, usual_s)
+            victim = self._queues[victim_priority].pop()  # the newest: it has waited least
+            self._queued -= 1
+            if victim.future.done():
+                continue
+            self._refused[victim_priority] += 1
+            self._displace(victim, priority)
             return
-        victim_priority = self._lowest_below(priority)
-        if victim_priority is None:  # _check_wait refused already; kept for safety
-            return
-        victim = self._queues[victim_priority].pop()  # the newest: it has waited least
-        self._queued -= 1
-        self._refused[victim_priority] += 1
+
+    def _displace(self, victim: _Waiter, priority: Priority) -> None:
+        victim_priority = victim.priority
         victim.future.set_exception(
             AdmissionRefused(
                 self.route,

@@ -153,11 +153,19 @@ class CircuitBreaker:
 
     @property
     def latency_ewma_s(self) -> float | None:
-        """Smoothed latency of recent successful calls, or None before the first."""
+        """Smoothed latency of recent successful calls (a stream's: its time to first event),
+        or None before the first."""
         return self._latency_ewma
 
+    @property
+    def clock(self) -> Clock:
+        """The clock this breaker keeps time with."""
+        return self._clock
+
     def health(self) -> RouteHealth:
-        """This breaker's view of the route, for the decision policy."""
+        """This breaker's view of the route, for the decision policy: a half-open breaker
+        whose trial permits are all taken admits nobody else, so it reads as unhealthy until
+        the trial ends (the policy then prefers another route)."""
         state = self.state
         if state is BreakerState.CLOSED:
             return _HEALTHY
@@ -165,6 +173,22 @@ class CircuitBreaker:
             if self._probes < self._settings.half_open_max_probes:
                 return RouteHealth(HealthStatus.PROBING, "breaker half-open")
             return RouteHealth(HealthStatus.UNHEALTHY, "breaker half-open, probe in flight")
+        return self._open_health()
+
+    def availability(self) -> RouteHealth:
+        """This breaker's view for status reporting (support manager, health monitor): a
+        half-open breaker is recovering, not down, whether or not its trial is in flight —
+        so a trial request does not make a recovering route read as unavailable."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return _HEALTHY
+        if state is BreakerState.HALF_OPEN:
+            if self._probes < self._settings.half_open_max_probes:
+                return RouteHealth(HealthStatus.PROBING, "breaker half-open")
+            return RouteHealth(HealthStatus.PROBING, "breaker half-open, trial request in flight")
+        return self._open_health()
+
+    def _open_health(self) -> RouteHealth:
         wait = max(0.0, self._open_until - self._clock.monotonic())
         return RouteHealth(HealthStatus.UNHEALTHY, f"breaker open, retry in {wait:.1f}s")
 

@@ -1,9 +1,20 @@
-"""The health board: one health snapshot per route for the decision policy.
+"""The health board: one health snapshot per route for the decision policy and for reports.
 
 A route is as healthy as the worst of three views: its own readiness (credentials found, MCP
 session connected), its active health probes while monitoring is on (unhealthy after
 `unhealthy_after` failed probes in a row), and its circuit breaker (passive health from real
-traffic). With monitoring off, probes are neither run nor consulted.
+traffic).
+
+With monitoring off, probes are neither run nor consulted, and what they found is forgotten:
+results arriving while it is off are dropped and the history is cleared, so turning monitoring
+on again starts from the breakers' view rather than from failures recorded before. A probe
+result also stops counting once it is older than its `fresh_s` (two probe intervals), so a
+verdict cannot outlive the probing that produced it.
+
+Two readings: `route_health` is the policy's — a half-open breaker whose trial is in flight
+reads unhealthy, so the policy prefers another route meanwhile; `availability` is the status
+reports' (support manager, health monitor) — any half-open breaker is a recovering route,
+degraded rather than down.
 """
 
 from __future__ import annotations
@@ -21,7 +32,14 @@ __all__ = ["HealthBoard"]
 class HealthBoard:
     """Merges each route's readiness, probes and breaker into the policy's health view."""
 
-    __slots__ = ("_breakers", "_monitoring", "_probes", "_readiness", "_unhealthy_after")
+    __slots__ = (
+        "_breakers",
+        "_monitoring",
+        "_probes",
+        "_readiness",
+        "_stale_at",
+        "_unhealthy_after",
+    )
 
     def __init__(
         self,
@@ -36,6 +54,8 @@ class HealthBoard:
         self._monitoring = monitoring
         self._unhealthy_after = unhealthy_after
         self._probes = {route: ProbeHistory() for route in self._breakers}
+        # monotonic time after which a route's last probe result no longer counts (None: never)
+        self._stale_at: dict[RouteId, float | None] = dict.fromkeys(self._breakers)
 
     def breaker(self, route: RouteId) -> CircuitBreaker:
         return self._breakers[route]
@@ -44,23 +64,53 @@ class HealthBoard:
         return self._probes[route]
 
     def record_probe(self, route: RouteId, result: ProbeResult) -> None:
-        """A probe finished: remember it and let the route's breaker hear it."""
+        """A probe finished: remember it and let the route's breaker hear it. A result that
+        arrives while monitoring is off (a probe already running when it was turned off) is
+        dropped."""
+        if not self._monitoring():
+            self._forget(route)
+            return
+        breaker = self._breakers[route]
         self._probes[route].add(result)
-        self._breakers[route].record_probe(result.ok, result.error)
+        fresh = result.fresh_s
+        self._stale_at[route] = None if fresh is None else breaker.clock.monotonic() + fresh
+        breaker.record_probe(result.ok, result.error)
 
     def route_health(self, route: RouteId) -> RouteHealth:
+        """The route's health for the decision policy."""
+        return self._merged(route) or self._breakers[route].health()
+
+    def availability(self, route: RouteId) -> RouteHealth:
+        """The route's health for status reports: like `route_health`, except that a half-open
+        breaker reads as recovering (PROBING) even while its trial request is in flight."""
+        return self._merged(route) or self._breakers[route].availability()
+
+    def _merged(self, route: RouteId) -> RouteHealth | None:
+        """Readiness and probes' verdict when either makes the route unhealthy, else None."""
         ready = self._readiness[route]()
         if ready.status is HealthStatus.UNHEALTHY:
             return ready
-        if self._monitoring():
-            history = self._probes[route]
-            failures = history.consecutive_failures
-            if failures >= self._unhealthy_after:
-                return RouteHealth(
-                    HealthStatus.UNHEALTHY,
-                    f"health probes failing ({failures} in a row): {history.last_error()}",
-                )
-        return self._breakers[route].health()
+        if not self._monitoring():
+            self._forget(route)
+            return None
+        history = self._probes[route]
+        failures = history.consecutive_failures
+        if failures >= self._unhealthy_after and not self._stale(route):
+            return RouteHealth(
+                HealthStatus.UNHEALTHY,
+                f"health probes failing ({failures} in a row): {history.last_error()}",
+            )
+        return None
+
+    def _stale(self, route: RouteId) -> bool:
+        stale_at = self._stale_at[route]
+        return stale_at is not None and self._breakers[route].clock.monotonic() >= stale_at
+
+    def _forget(self, route: RouteId) -> None:
+        history = self._probes[route]
+        if history.results:
+            history.clear()
+            self._stale_at[route] = None
 
     def view(self) -> dict[RouteId, RouteHealth]:
         """Health of every route now."""

@@ -1,12 +1,13 @@
 """Active health probes: one supervised task per route checks its upstream on an interval.
 
 Probes run only while health monitoring is on (ENABLE_HYBRID_HEALTH_MONITORING); with it off the
-health view is the breakers' passive one. Each probe is the route's own cheap check (a free
-Bedrock validation call, an MCP ping — see `Route.probe`), bounded by a timeout, spaced by the
-interval with jitter so many gateways do not probe in step. Results go to the health board,
-which marks a route unhealthy after `unhealthy_after` failures in a row and lets a passing probe
-move an open breaker to half-open — so a recovered upstream gets traffic back within two probe
-intervals instead of waiting out the breaker's open time.
+health view is the breakers' passive one, and the probe history is dropped (`HealthBoard`).
+Each probe is the route's own cheap check (a free Bedrock validation call, an MCP `tools/list`
+— see `Route.probe`), bounded by a timeout, spaced by the interval with jitter so many gateways
+do not probe in step. Results go to the health board, which marks a route unhealthy after
+`unhealthy_after` failures in a row and lets a passing probe move an open breaker to half-open —
+so a recovered upstream gets traffic back within two probe intervals instead of waiting out the
+breaker's open time. Each result stands for two intervals (`ProbeResult.fresh_s`), no longer.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ log = logging.getLogger("hybridroute.probes")
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
-    """One probe of one route."""
+    """One probe of one route. `fresh_s`: how long the result stands for the route's health
+    (two probe intervals, so a missed probe does not leave a stale verdict in force); None
+    when it has no expiry."""
 
     ok: bool
     latency_s: float
     at: float
     error: str | None = None
+    fresh_s: float | None = None
 
 
 class ProbeHistory:
@@ -47,6 +51,12 @@ class ProbeHistory:
 
     def __init__(self, keep: int = 50) -> None:
         self.results: deque[ProbeResult] = deque(maxlen=keep)
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
+
+    def clear(self) -> None:
+        """Forget every result (monitoring was turned off: they will be stale when it is on)."""
+        self.results.clear()
         self.consecutive_failures = 0
         self.consecutive_successes = 0
 
@@ -95,6 +105,11 @@ class HealthProber:
             if route.probe_kind != "none":
                 self._supervisor.spawn(self._run(route_id), name=f"probe-{route_id}")
 
+    def fresh_s(self) -> float:
+        """How long a probe result stands: two of the longest intervals between probes."""
+        settings = self._settings
+        return 2.0 * settings.probe_interval_s * (1.0 + settings.probe_jitter)
+
     def _interval(self) -> float:
         spread = self._settings.probe_jitter
         return self._settings.probe_interval_s * self._rng.uniform(1 - spread, 1 + spread)
@@ -126,6 +141,7 @@ class HealthProber:
             latency_s=self._clock.monotonic() - started,
             at=self._clock.now(),
             error=error,
+            fresh_s=self.fresh_s(),
         )
         self._record(route_id, result)
         return result
