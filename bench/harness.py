@@ -125,6 +125,8 @@ def _gateway_config(path: Path, upstream: str, mcp_url: str, port: int) -> None:
             }
             for op, (priority, budget, fallback) in rows.items()
         },
+        # Spend is recorded as in production: in SQLite, written in batches off the request path.
+        "storage": {"backend": "sqlite", "sqlite_path": str(path.parent / "ledger.sqlite3")},
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
 

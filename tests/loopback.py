@@ -76,6 +76,11 @@ def gateway_config_data(bedrock_sim: Simulator, mcp_sim: Simulator) -> dict[str,
     # Tests that count requests at the simulators must not see stray health probes; the probe
     # tests set their own interval.
     data["health"] = {"probe_interval_s": 3600, "probe_timeout_s": 2}
+    # Spend is kept in memory: tests that need it on disk set their own storage.
+    data["storage"] = {"backend": "memory", "flush_interval_ms": 20}
+    # Routing tests repeat identical requests and must reach the routes: the cache tests turn
+    # the response cache on.
+    data["cache"] = {"enabled": False}
     return data
 
 

@@ -17,6 +17,7 @@ from hybridroute._clock import Clock
 from hybridroute.api import DataPlane
 from hybridroute.api.http import Receive, Scope, Send
 from hybridroute.config.schema import GatewayConfig
+from hybridroute.errors import GatewayError
 from hybridroute.runtime import Runtime
 from hybridroute.serving import EmbeddedServer
 
@@ -44,12 +45,17 @@ class GatewayApp:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
-        runtime = Runtime(self.config, clock=self._clock)
+        runtime: Runtime | None = None
         try:
+            runtime = Runtime(self.config, clock=self._clock)
             await runtime.start()
         except Exception as exc:
-            log.exception("gateway failed to start")
-            await runtime.aclose()
+            if isinstance(exc, GatewayError):  # an operator's problem, said in words
+                log.error("gateway failed to start: %s", exc.message)
+            else:
+                log.exception("gateway failed to start")
+            if runtime is not None:
+                await runtime.aclose()
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
         self.runtime = runtime

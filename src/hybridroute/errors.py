@@ -15,6 +15,7 @@ route, and whether the failure counts against the route's circuit breaker.
     ├── GatewayUnavailable             503 gateway_unavailable (+ Retry-After; starting, stopping)
     ├── ResidencyUnsatisfiable         422 residency_unsatisfiable  (fail closed, nothing sent)
     ├── BudgetRefused                  429 budget_throttled (+ Retry-After)
+    ├── StorageError                   503 storage_unavailable (a store cannot be read/written)
     ├── UpstreamError                  502 upstream_error  (raised by routes at their boundary)
     │   ├── UpstreamTimeout            504  retryable, fallback
     │   ├── UpstreamThrottled          429→503  retryable, fallback (+ retry_after)
@@ -51,6 +52,7 @@ __all__ = [
     "PayloadTooLarge",
     "RequestError",
     "ResidencyUnsatisfiable",
+    "StorageError",
     "StreamInterrupted",
     "Unauthorized",
     "UnknownOperationType",
@@ -210,6 +212,15 @@ class BudgetRefused(GatewayError):
 
     def headers(self) -> Mapping[str, str]:
         return {"retry-after": str(self.retry_after_s)}
+
+
+class StorageError(GatewayError):
+    """A durable store could not be opened, read or written; the message names it and says
+    what to check."""
+
+    status = 503
+    error_type = "server_error"
+    code = "storage_unavailable"
 
 
 class Overloaded(GatewayError):

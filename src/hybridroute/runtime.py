@@ -1,10 +1,12 @@
 """The composition root: a validated config in, a running gateway's parts out.
 
 `Runtime.build()` wires routes, breakers, the health board and its probes, the flag store, the
-matrix, admission control, the health monitor, the executor, the support manager and the gateway
-service. Nothing here is module-level state: a reload builds a new Runtime and swaps it in.
-`start()` opens every route's connections concurrently, then starts the probes and the support
-manager; `aclose()` closes them and drains background tasks.
+matrix, admission control, the health monitor, the executor, the support manager, the price
+table, the ledger store and cost ledger, the response cache and the gateway service. Nothing here
+is module-level state: a reload builds a new Runtime and swaps it in. `start()` opens every
+route's connections concurrently and the ledger store (rebuilding this month's spend), then
+starts the probes, the support manager, the ledger's writers and the cache's purger; `aclose()`
+closes routes, drains background tasks (writing every pending record), then closes the store.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from types import TracebackType
 from hybridroute._clock import Clock, SystemClock
 from hybridroute._tasks import TaskSupervisor
 from hybridroute.config.schema import GatewayConfig
+from hybridroute.economics import CostLedger, PriceTable
 from hybridroute.gateway import Executor, ExecutorSettings, Gateway
+from hybridroute.gateway.accounting import Accountant
+from hybridroute.gateway.cache import ResponseCache, cache_settings
 from hybridroute.gateway.support import BedrockSupportManager, SupportSettings
+from hybridroute.gateway.tenants import TenantDirectory
 from hybridroute.monitoring import HybridHealthMonitor
 from hybridroute.monitoring.monitor import MonitorSettings
 from hybridroute.providers import Route, build_route
@@ -28,6 +34,7 @@ from hybridroute.resilience.probes import HealthProber
 from hybridroute.routing.flags import FlagStore, InMemoryFlagStore
 from hybridroute.routing.matrix import RoutingMatrix, Topology
 from hybridroute.signals import FlagState
+from hybridroute.storage import LedgerStore, open_ledger_store
 from hybridroute.types import RouteId
 
 __all__ = ["Runtime"]
@@ -42,6 +49,7 @@ class Runtime:
         *,
         clock: Clock | None = None,
         flags: FlagStore | None = None,
+        ledger_store: LedgerStore | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -119,6 +127,19 @@ class Runtime:
             clock=self.clock,
             settings=SupportSettings(recovery_max_s=config.health.probe_interval_s),
         )
+        self.prices = PriceTable.from_config(config.pricing)
+        self.ledger = CostLedger(
+            config.budgets,
+            self.prices.currency,
+            self.clock,
+            ledger_store or open_ledger_store(config.storage),
+            flush_interval_s=config.storage.flush_interval_ms / 1000.0,
+        )
+        self.cache = ResponseCache(
+            cache_settings(config.cache, list(config.matrix)),
+            self.clock,
+            aggressive=config.cache.aggressive,
+        )
         self.gateway = Gateway(
             matrix=self.matrix,
             topology=self.topology,
@@ -127,6 +148,10 @@ class Runtime:
             executor=self.executor,
             operations=config.operations,
             clock=self.clock,
+            routes=self.routes,
+            accountant=Accountant(self.prices, self.ledger, self.routes, self.clock),
+            cache=self.cache,
+            tenants=TenantDirectory(config.tenants),
         )
         self.started_at: float | None = None
 
@@ -136,9 +161,13 @@ class Runtime:
     async def start(self) -> None:
         """Open every route (concurrently), then start the health probes. Unreachable
         upstreams do not stop the start."""
-        await asyncio.gather(*(route.start() for route in self.routes.values()))
+        await asyncio.gather(
+            self.ledger.start(self.supervisor),
+            *(route.start() for route in self.routes.values()),
+        )
         self.prober.start()
         self.support.start(self.supervisor)
+        self.cache.start(self.supervisor)
         self.started_at = time.time()
 
     async def aclose(self) -> None:
@@ -146,6 +175,7 @@ class Runtime:
             *(route.aclose() for route in self.routes.values()), return_exceptions=True
         )
         await self.supervisor.aclose()
+        await self.ledger.aclose()  # writes what is still pending, then closes the store
 
     async def __aenter__(self) -> Runtime:
         await self.start()

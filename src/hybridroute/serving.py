@@ -46,6 +46,14 @@ class _QuietServer(uvicorn.Server):
         # The process owner (CLI, test harness) decides what signals do.
         yield
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn exits the process when the app's startup fails; the owner of an embedded
+        # server decides that, so it gets an exception it can report instead.
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            raise RuntimeError("the application's startup failed; see the log above") from None
+
 
 class EmbeddedServer:
     """Serve an ASGI app on a loopback socket inside the running event loop."""

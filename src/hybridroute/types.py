@@ -14,8 +14,10 @@ from typing import Any, TypeAlias
 __all__ = [
     "BUILTIN_OPERATION_TYPES",
     "CANONICAL_ROUTE_KINDS",
+    "DEFAULT_TENANT",
     "Attempt",
     "AttemptOutcome",
+    "CacheDirective",
     "ChatMessage",
     "ChatRequest",
     "Completion",
@@ -28,6 +30,7 @@ __all__ = [
     "StreamStart",
     "TextDelta",
     "Usage",
+    "estimate_tokens",
 ]
 
 RouteId: TypeAlias = str
@@ -84,6 +87,18 @@ class ChatMessage:
     content: str
 
 
+class CacheDirective(StrEnum):
+    """What the caller asked of the response cache (`Cache-Control` request header)."""
+
+    DEFAULT = "default"  # use the cache when the request is cacheable
+    NO_CACHE = "no-cache"  # do not answer from the cache; a fresh answer may be stored
+    NO_STORE = "no-store"  # neither answer from nor store in the cache
+
+
+DEFAULT_TENANT = "default"
+"""The tenant of a caller that presents no API key (when keys are optional)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """An OpenAI-style chat request as the gateway understood it."""
@@ -99,6 +114,8 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     residency: str | None = None
     latency_budget_ms: int | None = None
+    tenant: str = DEFAULT_TENANT
+    cache: CacheDirective = CacheDirective.DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +146,15 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count, about four characters a token, for counts nobody reported.
+
+    Used where a route reports no usage (the result is marked `estimated`) and for budget
+    reservations made before a call.
+    """
+    return max(1, (len(text) + 3) // 4) if text else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,6 +177,7 @@ def test_serve_a_config_file_with_separate_simulator_processes(
         "command": [sys.executable, "-m", "hybridroute.simulators.mcp_server", "--stdio"],
         "region": "eu-central-1",
     }
+    config["storage"] = {"backend": "sqlite", "sqlite_path": str(tmp_path / "ledger.sqlite3")}
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     os.environ["SIM_KEY_ID"], os.environ["SIM_SECRET"] = DEMO_ACCESS_KEY_ID, DEMO_SECRET_ACCESS_KEY
@@ -198,9 +199,11 @@ def test_serve_a_config_file_with_separate_simulator_processes(
 
 
 @pytest.mark.slow
-def test_demo_starts_serves_and_stops(processes: list[subprocess.Popen[str]]):
+def test_demo_starts_serves_and_stops(processes: list[subprocess.Popen[str]], tmp_path: Path):
     port = _free_port()
-    demo = _spawn(processes, "demo", "--port", str(port), "--no-traffic")
+    demo = _spawn(
+        processes, "demo", "--port", str(port), "--no-traffic", "--data-dir", str(tmp_path)
+    )
     base = f"http://127.0.0.1:{port}"
     _wait_for(f"{base}/ready")
     for op, route in (("emergency", "direct_bedrock"), ("background", "mcp")):
@@ -212,6 +215,7 @@ def test_demo_starts_serves_and_stops(processes: list[subprocess.Popen[str]]):
     assert "hybridroute demo is running" in output
     assert f"gateway             {base}" in output
     assert "stopping the demo" in output
+    assert (tmp_path / "demo.sqlite3").exists()  # spend was kept where the demo was told
 
 
 def test_a_taken_port_is_explained(processes: list[subprocess.Popen[str]]):

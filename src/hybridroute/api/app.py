@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from hybridroute.api.admin import AdminGuard, health_status
+from hybridroute.api.admin_cost import cache_invalidate, cache_status, cost_report
 from hybridroute.api.chat import ChatEndpoint
 from hybridroute.api.http import Receive, Scope, Send, send_error, send_json
 from hybridroute.api.status import health_body, models_body, readiness
@@ -55,6 +56,9 @@ class DataPlane:
             "/ready": {"GET": _ready},
             "/v1/models": {"GET": _models},
             "/admin/health/status": {"GET": admin_only(health_status)},
+            "/admin/cost": {"GET": admin_only(cost_report)},
+            "/admin/cache": {"GET": admin_only(cache_status)},
+            "/admin/cache/invalidate": {"POST": admin_only(cache_invalidate)},
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -14,10 +14,19 @@ from typing import Any
 import orjson
 
 from hybridroute.errors import GatewayError, MalformedJSON, RequestError
-from hybridroute.types import ChatMessage, ChatRequest, Completion, StreamEnd, Usage
+from hybridroute.types import (
+    DEFAULT_TENANT,
+    CacheDirective,
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    StreamEnd,
+    Usage,
+)
 
 __all__ = [
     "DONE",
+    "cache_directive",
     "completion_body",
     "error_body",
     "error_event",
@@ -36,7 +45,11 @@ def _fail(message: str, param: str) -> RequestError:
 
 
 def parse_chat_request(
-    body: bytes, headers: Mapping[str, str], default_operation_type: str
+    body: bytes,
+    headers: Mapping[str, str],
+    default_operation_type: str,
+    *,
+    tenant: str = DEFAULT_TENANT,
 ) -> ChatRequest:
     """Validate a chat-completions body (plus the gateway's headers) into a `ChatRequest`."""
     try:
@@ -76,7 +89,22 @@ def parse_chat_request(
         latency_budget_ms=_budget(
             headers.get("x-latency-budget-ms") or meta.get("latency_budget_ms")
         ),
+        cache=cache_directive(headers.get("cache-control")),
+        tenant=tenant,
     )
+
+
+def cache_directive(value: str | None) -> CacheDirective:
+    """The cache directive of a `Cache-Control` request header: `no-store` wins over
+    `no-cache` (and `max-age=0`, which means the same); anything else is the default."""
+    if not value:
+        return CacheDirective.DEFAULT
+    directives = {part.strip().lower() for part in value.split(",")}
+    if "no-store" in directives:
+        return CacheDirective.NO_STORE
+    if "no-cache" in directives or "max-age=0" in directives:
+        return CacheDirective.NO_CACHE
+    return CacheDirective.DEFAULT
 
 
 def _refuse_unsupported(data: Mapping[str, Any]) -> None:
@@ -218,8 +246,9 @@ def completion_body(
     route: str,
     decision_id: str,
     fallback: bool,
+    extra: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """A `chat.completion` object."""
+    """A `chat.completion` object; `extra` adds to its `hybridroute` extension (cost, cache)."""
     return orjson.dumps(
         {
             "id": completion_id,
@@ -240,6 +269,7 @@ def completion_body(
                 "decision_id": decision_id,
                 "fallback": fallback,
                 "usage_estimated": completion.usage.estimated,
+                **(extra or {}),
             },
         }
     )
@@ -251,21 +281,31 @@ def sse_chunk(
     model: str,
     delta: Mapping[str, str],
     finish_reason: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """One `chat.completion.chunk` as a server-sent event."""
-    chunk = {
+    """One `chat.completion.chunk` as a server-sent event (`extra`: a `hybridroute` extension,
+    sent on the final chunk with the cost)."""
+    chunk: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
     }
+    if extra:
+        chunk["hybridroute"] = dict(extra)
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-def sse_usage(completion_id: str, created: int, model: str, end: StreamEnd) -> bytes:
+def sse_usage(
+    completion_id: str,
+    created: int,
+    model: str,
+    end: StreamEnd,
+    extra: Mapping[str, Any] | None = None,
+) -> bytes:
     """The usage chunk sent when the caller asked for `stream_options.include_usage`."""
-    chunk = {
+    chunk: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion.chunk",
         "created": created,
@@ -273,6 +313,8 @@ def sse_usage(completion_id: str, created: int, model: str, end: StreamEnd) -> b
         "choices": [],
         "usage": _usage(end.usage),
     }
+    if extra:
+        chunk["hybridroute"] = dict(extra)
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 

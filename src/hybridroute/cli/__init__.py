@@ -1,4 +1,4 @@
-"""The `hybridroute` command line: serve, demo, route, health, config, sim."""
+"""The `hybridroute` command line: serve, demo, route, health, cost, config, sim."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 
 from hybridroute import __version__
 from hybridroute.cli.config_cmd import config_group
+from hybridroute.cli.cost_cmd import cost_command
 from hybridroute.cli.demo_cmd import demo_command
 from hybridroute.cli.health_cmd import health_command
 from hybridroute.cli.route_cmd import route_command
@@ -42,6 +43,7 @@ cli.add_command(serve_command)
 cli.add_command(demo_command)
 cli.add_command(route_command)
 cli.add_command(health_command)
+cli.add_command(cost_command)
 cli.add_command(config_group)
 cli.add_command(sim_group)
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import click
 
+from hybridroute.cli.admin_client import admin_get, admin_token_option
 from hybridroute.cli.options import gateway_url_option
 from hybridroute.cli.render import budget_text, table
 
@@ -191,33 +188,11 @@ def render_health(report: dict[str, Any], now: float | None = None) -> str:
 
 @click.command("health")
 @gateway_url_option
-@click.option(
-    "--token",
-    default=lambda: os.environ.get("HYBRIDROUTE_ADMIN_TOKEN"),
-    show_default="env HYBRIDROUTE_ADMIN_TOKEN",
-    help="Admin bearer token (not needed on loopback while the gateway has none set).",
-)
+@admin_token_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw report as JSON.")
 def health_command(url: str, token: str | None, as_json: bool) -> None:
     """Show a running gateway's health: score, routing figures, routes, recommendations."""
-    headers = {"accept": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(f"{url.rstrip('/')}/admin/health/status", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            report = json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        detail = error.read().decode("utf-8", "replace")
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            detail = json.loads(detail)["error"]["message"]
-        raise click.ClickException(f"{url} answered {error.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise click.ClickException(
-            f"cannot reach the gateway at {url} ({reason}); is it running? "
-            "Start one with 'hybridroute demo' or pass --url"
-        ) from None
+    report = admin_get(url, "/admin/health/status", token)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -44,6 +44,10 @@ def _print_decision(headers: Any, status: int) -> None:
     if attempts:
         click.echo(f"attempts   {attempts}")
     click.echo(f"overhead   {headers.get('x-hybridroute-overhead-ms', '?')} ms")
+    cache = headers.get("x-hybridroute-cache")
+    if cache:
+        why = headers.get("x-hybridroute-cache-reason")
+        click.echo(f"cache      {cache}" + (f" ({why})" if why else ""))
 
 
 @click.command("route")
@@ -56,7 +60,14 @@ def _print_decision(headers: Any, status: int) -> None:
 @click.option("--residency", default=None, help="Region set the request must stay in, e.g. eu.")
 @click.option("--budget-ms", type=int, default=None, help="A latency budget below the row's.")
 @click.option("--max-tokens", type=int, default=None, help="Maximum tokens to generate.")
-def route_command(
+@click.option(
+    "--api-key",
+    envvar="HYBRIDROUTE_API_KEY",
+    default=None,
+    help="Data-plane API key naming the tenant (env HYBRIDROUTE_API_KEY).",
+)
+@click.option("--no-cache", is_flag=True, help="Do not answer from the response cache.")
+def route_command(  # noqa: PLR0913 - one parameter per command-line option
     prompt: str,
     operation_type: str,
     url: str,
@@ -64,6 +75,8 @@ def route_command(
     residency: str | None,
     budget_ms: int | None,
     max_tokens: int | None,
+    api_key: str | None,
+    no_cache: bool,
 ) -> None:
     """Send PROMPT as one operation and print the routing decision and the answer."""
     body: dict[str, Any] = {
@@ -78,6 +91,10 @@ def route_command(
         headers["x-data-residency"] = residency
     if budget_ms is not None:
         headers["x-latency-budget-ms"] = str(budget_ms)
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
+    if no_cache:
+        headers["cache-control"] = "no-cache"
     try:
         with urllib.request.urlopen(_request(url, body, headers), timeout=660) as response:
             _print_decision(response.headers, response.status)
@@ -103,12 +120,15 @@ def route_command(
 
 def _print_completion(data: dict[str, Any]) -> None:
     usage = data.get("usage", {})
-    estimated = data.get("hybridroute", {}).get("usage_estimated")
+    extension = data.get("hybridroute", {})
+    estimated = extension.get("usage_estimated")
     click.echo(f"model      {data.get('model')}")
     click.echo(
         f"tokens     {usage.get('prompt_tokens')} in / {usage.get('completion_tokens')} out"
         + (" (estimated)" if estimated else "")
     )
+    if "cost" in extension:
+        click.echo(f"cost       {extension['cost']} {extension.get('currency', '')}".rstrip())
     click.echo("answer")
     click.echo("  " + data["choices"][0]["message"]["content"].replace("\n", "\n  "))
 
@@ -116,6 +136,7 @@ def _print_completion(data: dict[str, Any]) -> None:
 def _print_stream(events: Iterator[str]) -> None:
     click.echo("answer (streamed)")
     click.echo("  ", nl=False)
+    cost = ""
     for data in events:
         if data == "[DONE]":
             break
@@ -126,4 +147,9 @@ def _print_stream(events: Iterator[str]) -> None:
             raise SystemExit(1)
         for choice in chunk.get("choices", []):
             click.echo(choice.get("delta", {}).get("content", ""), nl=False)
+        extension = chunk.get("hybridroute")
+        if extension and "cost" in extension:
+            cost = f"{extension['cost']} {extension.get('currency', '')}".rstrip()
     click.echo("")
+    if cost:
+        click.echo(f"cost       {cost}")

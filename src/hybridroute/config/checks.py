@@ -202,6 +202,7 @@ def check_config(config: GatewayConfig) -> list[ConfigIssue]:
                     )
     issues += _check_routing(config, ops)
     issues += _check_residency(config)
+    issues += _check_economy(config, ops)
     return issues
 
 
@@ -257,4 +258,51 @@ def _check_residency(config: GatewayConfig) -> list[ConfigIssue]:
                         "write it like 'eu-central-1'",
                     )
                 )
+    return issues
+
+
+def _check_economy(config: GatewayConfig, ops: list[str]) -> list[ConfigIssue]:
+    """Prices name real routes; with budgets, every route is priced; budgets and cache TTLs
+    name tenants and operation types that exist."""
+    issues: list[ConfigIssue] = []
+    defined = sorted(config.routes)
+    for route_id in config.pricing.routes:
+        if route_id not in config.routes:
+            issues.append(
+                ConfigIssue(
+                    f"pricing.routes.{route_id}",
+                    f"unknown route {route_id!r}{_did_you_mean(route_id, defined)}",
+                    f"defined routes: {', '.join(defined)}",
+                )
+            )
+    if config.budgets.configured:
+        for route_id in defined:
+            if route_id not in config.pricing.routes:
+                issues.append(
+                    ConfigIssue(
+                        f"pricing.routes.{route_id}",
+                        f"budgets are configured but route {route_id!r} has no price, so its "
+                        "spend could not be counted",
+                        "add input_per_1k and output_per_1k for it (0 if it is free)",
+                    )
+                )
+    tenants = sorted(config.tenants.tenant_names())
+    for tenant in config.budgets.tenants:
+        if tenant not in tenants:
+            issues.append(
+                ConfigIssue(
+                    f"budgets.tenants.{tenant}",
+                    f"no API key belongs to tenant {tenant!r}{_did_you_mean(tenant, tenants)}",
+                    f"tenants: {', '.join(tenants)} (add a key under tenants.api_keys)",
+                )
+            )
+    for op in config.cache.ttl_s:
+        if op not in config.matrix:
+            issues.append(
+                ConfigIssue(
+                    f"cache.ttl_s.{op}",
+                    f"unknown operation type {op!r}" + _did_you_mean(op, ops),
+                    f"operation types: {', '.join(ops)}",
+                )
+            )
     return issues

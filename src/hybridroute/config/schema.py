@@ -17,6 +17,8 @@ from hybridroute.config.defaults import (
     DEFAULT_OPERATION_PARAMS,
     DEFAULT_REGION_SETS,
 )
+from hybridroute.config.economy import BudgetsConfig, CacheConfig, PricingConfig
+from hybridroute.config.platform import StorageConfig, TenantsConfig
 from hybridroute.types import Priority
 
 __all__ = [
@@ -354,6 +356,11 @@ class GatewayConfig(_Strict):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    tenants: TenantsConfig = Field(default_factory=TenantsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     def breaker_for(self, route_id: str) -> BreakerConfig:
         """The breaker settings of a route: its own override, else the global ones."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybridroute.app import create_app
-from hybridroute.demo.config import embedded_config
+from hybridroute.demo.config import DEMO_DATA_DIR, embedded_config
 from hybridroute.demo.traffic import TrafficGenerator
 from hybridroute.serving import EmbeddedServer
 from hybridroute.simulators.bedrock import (
@@ -34,6 +34,7 @@ class DemoOptions:
     traffic: bool = True
     rate: float = 2.0
     report_every_s: float = 15.0
+    data_dir: str = DEMO_DATA_DIR
 
 
 def _cli_command() -> str:
@@ -104,7 +105,10 @@ async def run_demo(
             EmbeddedServer(mcp_app, host=options.host, name="mcp-simulator", lifespan="on")
         )
         config = embedded_config(
-            bedrock_url=bedrock.url, mcp_url=f"{mcp.url}/mcp", port=options.port
+            bedrock_url=bedrock.url,
+            mcp_url=f"{mcp.url}/mcp",
+            port=options.port,
+            data_dir=options.data_dir,
         )
         gateway = await stack.enter_async_context(
             EmbeddedServer(

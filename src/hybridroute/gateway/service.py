@@ -1,31 +1,50 @@
-"""The gateway service: a chat request in, a decision and a served answer out. No HTTP here.
+"""The gateway service: a chat request in, an answer (from the cache or a route) out. No HTTP.
 
-`plan()` looks up the operation's rule, reads the flags and the health board, asks the pure
-policy for a decision, and applies the operation's model parameters (system prompt, temperature,
-max tokens) to build the route-independent `GenerationRequest`. `complete()` and `open_stream()`
-hand the decision to the executor.
+One request goes through these steps, each a method the API layer calls in turn:
+
+1. `prepare()` — the operation's rule, a decision id, the route-independent
+   `GenerationRequest` (the operation's system prompt, temperature and max tokens applied), the
+   tenant's budget view, and what the response cache does for it;
+2. `cached()` — the cached answer, if any. A hit is served before any route is decided: it
+   costs nothing, so even a request the budget would refuse gets it;
+3. `decide()` — the pure policy over rule, health, flags, budget, residency and clock;
+4. `complete()` / `open_stream()` — reserve the worst-case cost against the tenant's budgets,
+   hand the decision to the executor, then settle the reservation to what the attempts cost
+   and store a successful answer in the cache.
 """
 
 from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TypeVar
 
 from hybridroute._clock import Clock
+from hybridroute.caching import CachedResponse, StreamRecorder
 from hybridroute.config.schema import OperationParams
+from hybridroute.economics import CostLedger, PriceTable, Reservation
+from hybridroute.errors import AllRoutesFailed
+from hybridroute.gateway.accounting import Accountant, attempts_of
+from hybridroute.gateway.cache import CacheLookup, ResponseCache
 from hybridroute.gateway.executor import Executor, Served
-from hybridroute.gateway.streams import OpenStream
+from hybridroute.gateway.metered import MeteredStream
+from hybridroute.gateway.tenants import TenantDirectory
+from hybridroute.providers import Route
 from hybridroute.resilience.health import HealthBoard
 from hybridroute.routing.flags import FlagStore
-from hybridroute.routing.matrix import RoutingMatrix, Topology
+from hybridroute.routing.matrix import RoutingMatrix, RoutingRule, Topology
 from hybridroute.routing.policy import Decision, decide
-from hybridroute.types import ChatRequest, GenerationRequest
+from hybridroute.signals import BudgetLevel, BudgetView
+from hybridroute.types import ChatRequest, GenerationRequest, RouteId, StreamEnd
 
-__all__ = ["DEFAULT_MAX_TOKENS", "DecisionIds", "Gateway"]
+__all__ = ["DEFAULT_MAX_TOKENS", "Answer", "DecisionIds", "Gateway", "Prepared"]
 
 DEFAULT_MAX_TOKENS = 1024
 _NO_PARAMS = OperationParams()
+T = TypeVar("T")
 
 
 class DecisionIds:
@@ -41,10 +60,39 @@ class DecisionIds:
         return f"dec-{self._prefix}-{next(self._counter):08x}"
 
 
-class Gateway:
-    """Decides and serves chat requests."""
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request ready to be looked up in the cache and decided."""
 
-    def __init__(
+    chat: ChatRequest
+    rule: RoutingRule
+    generation: GenerationRequest
+    budget: BudgetView
+    cache: CacheLookup
+
+    @property
+    def decision_id(self) -> str:
+        return self.generation.decision_id
+
+    @property
+    def cost_controls(self) -> bool:
+        """Emergency cost controls are on for this request's tenant (budget ≥ 95 %)."""
+        return self.budget.level.value >= BudgetLevel.CRITICAL.value
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A request served by a route, and what it cost (every charged attempt)."""
+
+    served: Served
+    cost: Decimal
+    cache: CacheLookup
+
+
+class Gateway:
+    """Decides, serves, charges and caches chat requests."""
+
+    def __init__(  # noqa: PLR0913 - the service's collaborators, wired by the runtime
         self,
         *,
         matrix: RoutingMatrix,
@@ -54,32 +102,52 @@ class Gateway:
         executor: Executor,
         operations: Mapping[str, OperationParams],
         clock: Clock,
+        routes: Mapping[RouteId, Route],
+        accountant: Accountant,
+        cache: ResponseCache,
+        tenants: TenantDirectory,
     ) -> None:
         self.matrix = matrix
         self.topology = topology
         self.flags = flags
         self.health = health
+        self.accountant = accountant
+        self.cache = cache
+        self.tenants = tenants
         self._executor = executor
         self._operations = dict(operations)
         self._clock = clock
+        self._routes = dict(routes)
         self._ids = DecisionIds()
+        self._cheaper = self._cheaper_routes(accountant.prices)
 
-    def plan(self, request: ChatRequest) -> tuple[Decision, GenerationRequest]:
-        """Decide how to serve a request, and what to ask the routes for."""
-        rule = self.matrix.rule_for(request.operation_type)
-        decision = decide(
-            rule,
-            topology=self.topology,
-            health=self.health.view(),
-            flags=self.flags.current(),
-            now=self._clock.monotonic(),
-            decision_id=self._ids.next(),
-            residency=request.residency,
-            requested_budget_ms=request.latency_budget_ms,
-        )
-        return decision, self._generation(request, decision)
+    @property
+    def ledger(self) -> CostLedger:
+        return self.accountant.ledger
 
-    def _generation(self, request: ChatRequest, decision: Decision) -> GenerationRequest:
+    def _cheaper_routes(self, prices: PriceTable) -> dict[str, RouteId | None]:
+        """Per operation type, the strictly cheaper of its primary and fallback (if any)."""
+        cheaper: dict[str, RouteId | None] = {}
+        for op, rule in self.matrix.rules.items():
+            routes = [r for r in (rule.primary, rule.fallback) if r is not None]
+            models = {r: self._routes[r].model_for(op) for r in routes}
+            cheaper[op] = prices.cheapest(models)
+        return cheaper
+
+    # -- 1. prepare ------------------------------------------------------------------------------
+
+    def prepare(self, chat: ChatRequest) -> Prepared:
+        """Rule, decision id, generation request, budget view and cache plan of a request."""
+        rule = self.matrix.rule_for(chat.operation_type)
+        generation = self._generation(chat, rule, self._ids.next())
+        budget = self.ledger.view(chat.tenant, self._cheaper.get(rule.operation_type))
+        controls = budget.level.value >= BudgetLevel.CRITICAL.value
+        lookup = self.cache.prepare(chat, generation, cost_controls=controls)
+        return Prepared(chat, rule, generation, budget, lookup)
+
+    def _generation(
+        self, request: ChatRequest, rule: RoutingRule, decision_id: str
+    ) -> GenerationRequest:
         params = self._operations.get(request.operation_type, _NO_PARAMS)
         system: list[str] = []
         if params.system_prompt:
@@ -87,7 +155,7 @@ class Gateway:
         system.extend(m.content for m in request.messages if m.role == "system")
         return GenerationRequest(
             operation_type=request.operation_type,
-            priority=decision.rule.priority,
+            priority=rule.priority,
             system=tuple(system),
             messages=tuple(m for m in request.messages if m.role != "system"),
             max_tokens=request.max_tokens or params.max_tokens or DEFAULT_MAX_TOKENS,
@@ -96,12 +164,118 @@ class Gateway:
             else params.temperature,
             top_p=request.top_p if request.top_p is not None else params.top_p,
             stop=request.stop,
-            decision_id=decision.decision_id,
+            decision_id=decision_id,
             requested_model=request.model,
         )
 
-    async def complete(self, decision: Decision, request: GenerationRequest) -> Served:
-        return await self._executor.complete(decision, request)
+    # -- 2. the cache ----------------------------------------------------------------------------
 
-    async def open_stream(self, decision: Decision, request: GenerationRequest) -> OpenStream:
-        return await self._executor.open_stream(decision, request)
+    async def cached(self, prepared: Prepared) -> CachedResponse | None:
+        """The cached answer for this request, if the cache has one."""
+        return await self.cache.lookup(prepared.cache, prepared.chat)
+
+    # -- 3. decide -------------------------------------------------------------------------------
+
+    def decide(self, prepared: Prepared) -> Decision:
+        """The policy's decision (may refuse: budget, residency)."""
+        chat = prepared.chat
+        return decide(
+            prepared.rule,
+            topology=self.topology,
+            health=self.health.view(),
+            flags=self.flags.current(),
+            now=self._clock.monotonic(),
+            decision_id=prepared.decision_id,
+            budget=prepared.budget,
+            residency=chat.residency,
+            requested_budget_ms=chat.latency_budget_ms,
+        )
+
+    # -- 4. serve --------------------------------------------------------------------------------
+
+    async def _reserved(
+        self,
+        prepared: Prepared,
+        decision: Decision,
+        start: Callable[[Decision, GenerationRequest], Awaitable[T]],
+    ) -> tuple[T, Reservation | None]:
+        """Reserve the request's worst case, then run `start`; when it fails, settle the
+        reservation to what its attempts cost (a timeout may have been billed) and re-raise."""
+        chat, generation = prepared.chat, prepared.generation
+        accountant = self.accountant
+        reservation = await accountant.reserve(decision, generation, chat.tenant)
+        try:
+            return await start(decision, generation), reservation
+        except AllRoutesFailed as failed:
+            charges = accountant.charges(generation, chat.tenant, attempts_of(failed))
+            await accountant.settle(reservation, charges)
+            raise
+        except BaseException:
+            await accountant.settle(reservation, ())
+            raise
+
+    async def complete(self, prepared: Prepared, decision: Decision) -> Answer:
+        """Serve as one completion: reserve, execute, settle, cache."""
+        chat, generation = prepared.chat, prepared.generation
+        accountant = self.accountant
+        served, reservation = await self._reserved(prepared, decision, self._executor.complete)
+        completion = served.completion
+        charges = accountant.charges(
+            generation,
+            chat.tenant,
+            served.attempts,
+            served=(served.route, completion.model, completion.usage),
+        )
+        cost = await accountant.settle(reservation, charges)
+        lookup = prepared.cache
+        if lookup.write:
+            entry = CachedResponse(
+                chunks=(completion.text,),
+                model=completion.model,
+                finish_reason=completion.finish_reason,
+                usage=completion.usage,
+                route=served.route,
+                region=self._routes[served.route].region,
+                cost=cost,
+                created_at=self._clock.now(),
+            )
+            await self.cache.store_answer(lookup, chat, entry)
+        return Answer(served, cost, lookup)
+
+    async def open_stream(self, prepared: Prepared, decision: Decision) -> MeteredStream:
+        """Start a stream: reserve, open (fallback or hedge until the first event), and settle
+        and cache when it ends."""
+        chat, generation = prepared.chat, prepared.generation
+        accountant = self.accountant
+        opened, reservation = await self._reserved(prepared, decision, self._executor.open_stream)
+        attempts = opened.attempts
+        route, model = opened.route, opened.model
+        lookup = prepared.cache
+
+        async def finished(
+            text: str, end: StreamEnd | None, recorder: StreamRecorder | None
+        ) -> Decimal:
+            if end is None:
+                charges = accountant.charges(
+                    generation, chat.tenant, attempts, cut=(route, model, text)
+                )
+                return await accountant.settle(reservation, charges)
+            charges = accountant.charges(
+                generation, chat.tenant, attempts, served=(route, model, end.usage)
+            )
+            cost = await accountant.settle(reservation, charges)
+            if recorder is not None and not recorder.overflowed:
+                entry = recorder.finish(
+                    model=model,
+                    finish_reason=end.finish_reason,
+                    usage=end.usage,
+                    route=route,
+                    region=self._routes[route].region,
+                    cost=cost,
+                    created_at=self._clock.now(),
+                )
+                await self.cache.store_answer(lookup, chat, entry)
+            return cost
+
+        record = self.cache.max_entry_bytes if lookup.write else None
+        return MeteredStream(opened, finished, record_for_cache=record)

@@ -12,7 +12,14 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from hybridroute.signals import RouteHealth
-from hybridroute.types import Completion, GenerationRequest, RouteId, RouteKind, StreamEvent
+from hybridroute.types import (
+    Completion,
+    GenerationRequest,
+    RouteId,
+    RouteKind,
+    StreamEvent,
+    estimate_tokens,
+)
 
 __all__ = ["Route", "estimate_tokens"]
 
@@ -71,8 +78,3 @@ class Route(Protocol):
     def stream(self, request: GenerationRequest, *, budget_s: float) -> AsyncIterator[StreamEvent]:
         """Generate an answer as events; the last event is a `StreamEnd`."""
         ...
-
-
-def estimate_tokens(text: str) -> int:
-    """A rough token count (about four characters a token) for routes that report none."""
-    return max(1, (len(text) + 3) // 4) if text else 0

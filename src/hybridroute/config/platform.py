@@ -1,0 +1,70 @@
+"""Who calls and where state lives: data-plane API keys (tenants) and the storage backend.
+
+API keys are configured by their SHA-256 (never stored in clear), or as an `env:VAR` reference
+whose value is hashed when the configuration loads.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hybridroute.types import DEFAULT_TENANT
+
+__all__ = ["DEFAULT_TENANT", "ApiKeyConfig", "StorageConfig", "TenantsConfig"]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiKeyConfig(_Strict):
+    """One data-plane API key and the tenant it belongs to."""
+
+    tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    sha256: str | None = None
+    key: str | None = Field(default=None, pattern=r"^env:[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKeyConfig:
+        if (self.sha256 is None) == (self.key is None):
+            raise ValueError(
+                "give the key as 'sha256' (hex digest of the key) or as 'key: env:VAR' "
+                "(an environment variable holding it), exactly one of the two"
+            )
+        if self.sha256 is not None and not _SHA256.match(self.sha256):
+            raise ValueError(
+                "'sha256' must be 64 lower-case hex digits, e.g. the output of "
+                '`printf %s "$KEY" | sha256sum`'
+            )
+        return self
+
+
+class TenantsConfig(_Strict):
+    """Data-plane API keys. With none configured, every caller is tenant 'default'."""
+
+    require_api_key: bool = False
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> TenantsConfig:
+        if self.require_api_key and not self.api_keys:
+            raise ValueError("require_api_key is true but no api_keys are configured")
+        return self
+
+    def tenant_names(self) -> set[str]:
+        return {DEFAULT_TENANT} | {k.tenant for k in self.api_keys}
+
+
+class StorageConfig(_Strict):
+    """Where spend, budget events and other durable records live."""
+
+    backend: Literal["sqlite", "memory"] = "sqlite"
+    # Relative paths are taken from the directory the gateway is started in.
+    sqlite_path: str = "data/hybridroute.sqlite3"
+    # Records are written in batches off the request path, at most this long after they happen.
+    flush_interval_ms: int = Field(default=200, ge=1, le=60_000)

@@ -1,0 +1,29 @@
+"""Durable records behind protocols: spend and budget events today (the ledger store).
+
+The embedded default is SQLite (`SqliteLedgerStore`); `MemoryLedgerStore` keeps the same
+records in process for tests and throwaway gateways. Other backends implement the same
+protocol. `BatchWriter` feeds any of them from the request path without waiting on disk.
+"""
+
+from hybridroute.storage.ledger import LedgerStore, open_ledger_store
+from hybridroute.storage.memory import MemoryLedgerStore
+from hybridroute.storage.records import (
+    BudgetEventRecord,
+    ChargeRecord,
+    SpendRow,
+    day_of,
+)
+from hybridroute.storage.sqlite import SqliteLedgerStore
+from hybridroute.storage.writer import BatchWriter
+
+__all__ = [
+    "BatchWriter",
+    "BudgetEventRecord",
+    "ChargeRecord",
+    "LedgerStore",
+    "MemoryLedgerStore",
+    "SpendRow",
+    "SqliteLedgerStore",
+    "day_of",
+    "open_ledger_store",
+]

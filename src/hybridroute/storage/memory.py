@@ -1,0 +1,71 @@
+"""`MemoryLedgerStore`: the ledger store in process, for tests and throwaway gateways.
+
+It keeps spend already summed per day, tenant, route, model and operation type (so memory grows
+with that cardinality, not with traffic) and every budget event. Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from hybridroute.storage.records import (
+    BudgetEventRecord,
+    ChargeRecord,
+    SpendRow,
+    from_units,
+    to_units,
+)
+
+__all__ = ["MemoryLedgerStore"]
+
+_Key = tuple[str, str, str, str, str]
+
+
+class MemoryLedgerStore:
+    """Spend rows and budget events in dictionaries."""
+
+    def __init__(self) -> None:
+        # key -> [requests, charges, input, output, cost units, estimated cost units]
+        self._rows: dict[_Key, list[int]] = {}
+        self._events: list[BudgetEventRecord] = []
+
+    async def open(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def append_charges(self, charges: Sequence[ChargeRecord]) -> None:
+        for charge in charges:
+            key = (charge.day, charge.tenant, charge.route, charge.model, charge.operation_type)
+            row = self._rows.setdefault(key, [0, 0, 0, 0, 0, 0])
+            units = to_units(charge.cost)
+            row[0] += charge.kind == "served"
+            row[1] += 1
+            row[2] += charge.input_tokens
+            row[3] += charge.output_tokens
+            row[4] += units
+            row[5] += units if charge.estimated else 0
+
+    async def append_budget_events(self, events: Sequence[BudgetEventRecord]) -> None:
+        self._events.extend(events)
+
+    async def spend(self, first_day: str, last_day: str | None = None) -> list[SpendRow]:
+        rows = [
+            SpendRow(*key, v[0], v[1], v[2], v[3], from_units(v[4]), from_units(v[5]))
+            for key, v in self._rows.items()
+            if key[0] >= first_day and (last_day is None or key[0] <= last_day)
+        ]
+        rows.sort(key=lambda r: (r.day, r.tenant, r.route, r.model, r.operation_type))
+        return rows
+
+    async def budget_events(self, since: float) -> list[BudgetEventRecord]:
+        return sorted((e for e in self._events if e.at >= since), key=lambda e: e.at)
+
+    def describe(self) -> str:
+        return "in memory (nothing survives a restart)"
+
+    def total(self) -> Decimal:
+        """Everything charged so far (for tests)."""
+        return from_units(sum(v[4] for v in self._rows.values()))

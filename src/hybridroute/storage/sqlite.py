@@ -1,0 +1,268 @@
+"""`SqliteLedgerStore`: charges and budget events in a SQLite file (the embedded default).
+
+One connection, used from worker threads one call at a time (a lock serialises them), in WAL
+mode with `synchronous=NORMAL`: a committed write survives a crash of the gateway process. Costs
+are stored as integer counts of 10^-10 of the currency, so SQL sums are exact. The schema
+version is kept in `PRAGMA user_version`; `open()` creates or upgrades it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from hybridroute.errors import StorageError
+from hybridroute.storage.records import (
+    BudgetEventRecord,
+    ChargeRecord,
+    SpendRow,
+    from_units,
+    to_units,
+)
+
+__all__ = ["SqliteLedgerStore"]
+
+T = TypeVar("T")
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS charges (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    day TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    operation_type TEXT NOT NULL,
+    route TEXT NOT NULL,
+    model TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    estimated INTEGER NOT NULL,
+    cost_units INTEGER NOT NULL,
+    currency TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS charges_by_day ON charges (day);
+CREATE TABLE IF NOT EXISTS budget_events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    budget TEXT NOT NULL,
+    period TEXT NOT NULL,
+    window TEXT NOT NULL,
+    threshold TEXT NOT NULL,
+    level REAL NOT NULL,
+    kind TEXT NOT NULL,
+    utilisation REAL NOT NULL,
+    spent_units INTEGER NOT NULL,
+    limit_units INTEGER NOT NULL,
+    currency TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budget_events_by_time ON budget_events (at);
+"""
+
+
+class SqliteLedgerStore:
+    """The ledger store in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._conn is None:
+            self._conn = await asyncio.to_thread(self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._cannot_open(exc) from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                conn.close()
+                raise StorageError(
+                    f"the SQLite store {self.path} has schema version {version}, newer than "
+                    f"this gateway knows ({_SCHEMA_VERSION}); run a newer hybridroute or point "
+                    "storage.sqlite_path elsewhere"
+                )
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        except (OSError, sqlite3.Error) as exc:
+            conn.close()
+            raise self._cannot_open(exc) from exc
+        return conn
+
+    def _cannot_open(self, exc: Exception) -> StorageError:
+        return StorageError(
+            f"cannot open the SQLite store at {self.path}: {exc}; check that the directory "
+            "is writable and the file is a hybridroute store, or set storage.sqlite_path (or "
+            "storage.backend: memory)"
+        )
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.to_thread(self._locked, conn.close)
+
+    def _locked(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            return fn()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StorageError(f"the SQLite store {self.path} is not open")
+
+        def call() -> T:
+            try:
+                return fn(conn)
+            except sqlite3.Error as exc:
+                raise StorageError(f"SQLite store {self.path}: {exc}") from exc
+
+        return await asyncio.to_thread(self._locked, call)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    async def append_charges(self, charges: Sequence[ChargeRecord]) -> None:
+        rows = [
+            (
+                c.at,
+                c.day,
+                c.decision_id,
+                c.tenant,
+                c.operation_type,
+                c.route,
+                c.model,
+                c.kind,
+                c.input_tokens,
+                c.output_tokens,
+                int(c.estimated),
+                to_units(c.cost),
+                c.currency,
+            )
+            for c in charges
+        ]
+
+        await self._insert(
+            "charges",
+            "at, day, decision_id, tenant, operation_type, route, model, kind, input_tokens, "
+            "output_tokens, estimated, cost_units, currency",
+            rows,
+        )
+
+    async def append_budget_events(self, events: Sequence[BudgetEventRecord]) -> None:
+        rows = [
+            (
+                e.at,
+                e.budget,
+                e.period,
+                e.window,
+                e.threshold,
+                e.level,
+                e.kind,
+                e.utilisation,
+                to_units(e.spent),
+                to_units(e.limit),
+                e.currency,
+            )
+            for e in events
+        ]
+
+        await self._insert(
+            "budget_events",
+            "at, budget, period, window, threshold, level, kind, utilisation, spent_units, "
+            "limit_units, currency",
+            rows,
+        )
+
+    async def _insert(self, table: str, columns: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """Insert rows in one transaction (all or none)."""
+        if not rows:
+            return
+        marks = ", ".join("?" * len(rows[0]))
+        statement = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+
+        def write(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN")
+                conn.executemany(statement, rows)
+
+        await self._run(write)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def spend(self, first_day: str, last_day: str | None = None) -> list[SpendRow]:
+        def read(conn: sqlite3.Connection) -> list[SpendRow]:
+            query = (
+                "SELECT day, tenant, route, model, operation_type, "
+                "SUM(kind = 'served'), COUNT(*), SUM(input_tokens), SUM(output_tokens), "
+                "SUM(cost_units), SUM(CASE WHEN estimated THEN cost_units ELSE 0 END) "
+                "FROM charges WHERE day >= ? AND day <= ? "
+                "GROUP BY day, tenant, route, model, operation_type "
+                "ORDER BY day, tenant, route, model, operation_type"
+            )
+            found = conn.execute(query, (first_day, last_day or "9999-12-31")).fetchall()
+            return [
+                SpendRow(
+                    day,
+                    tenant,
+                    route,
+                    model,
+                    op,
+                    int(requests),
+                    int(charges),
+                    int(inp),
+                    int(out),
+                    from_units(int(cost)),
+                    from_units(int(estimated)),
+                )
+                for day, tenant, route, model, op, requests, charges, inp, out, cost, estimated in (
+                    found
+                )
+            ]
+
+        return await self._run(read)
+
+    async def budget_events(self, since: float) -> list[BudgetEventRecord]:
+        def read(conn: sqlite3.Connection) -> list[BudgetEventRecord]:
+            found = conn.execute(
+                "SELECT at, budget, period, window, threshold, level, kind, utilisation, "
+                "spent_units, limit_units, currency FROM budget_events WHERE at >= ? "
+                "ORDER BY at, id",
+                (since,),
+            ).fetchall()
+            return [
+                BudgetEventRecord(
+                    at=row[0],
+                    budget=row[1],
+                    period=row[2],
+                    window=row[3],
+                    threshold=row[4],
+                    level=row[5],
+                    kind=row[6],
+                    utilisation=row[7],
+                    spent=from_units(row[8]),
+                    limit=from_units(row[9]),
+                    currency=row[10],
+                )
+                for row in found
+            ]
+
+        return await self._run(read)
+
+    def describe(self) -> str:
+        return f"SQLite file {self.path.resolve()}"
+
+    def __repr__(self) -> str:
+        return f"<SqliteLedgerStore {self.path}>"
