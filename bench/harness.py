@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench import report
 from bench.processes import ProcessGroup, free_port, pinned, wait_http
@@ -83,8 +84,9 @@ class Progress:
         print(f"[{self._step:>3} | {elapsed:6.1f}s] {message}", flush=True)
 
 
-def _gateway_config(path: Path, upstream: str, mcp_url: str, port: int) -> None:
-    """hybridroute's config for the run: every row's primary is the Bedrock route."""
+def gateway_config_data(upstream: str, mcp_url: str, port: int, ledger: Path) -> dict[str, Any]:
+    """hybridroute's config for a benchmark run: every row's primary is the Bedrock route, the
+    ledger in SQLite at `ledger`."""
     rows = {
         "emergency": ("critical", 5000, None),
         "infrastructure": ("critical", 10000, "mcp"),
@@ -126,8 +128,13 @@ def _gateway_config(path: Path, upstream: str, mcp_url: str, port: int) -> None:
             for op, (priority, budget, fallback) in rows.items()
         },
         # Spend is recorded as in production: in SQLite, written in batches off the request path.
-        "storage": {"backend": "sqlite", "sqlite_path": str(path.parent / "ledger.sqlite3")},
+        "storage": {"backend": "sqlite", "sqlite_path": str(ledger)},
     }
+    return config
+
+
+def _gateway_config(path: Path, upstream: str, mcp_url: str, port: int) -> None:
+    config = gateway_config_data(upstream, mcp_url, port, path.parent / "ledger.sqlite3")
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
 
 
