@@ -134,6 +134,7 @@ class Runtime:
             self.clock,
             ledger_store or open_ledger_store(config.storage),
             flush_interval_s=config.storage.flush_interval_ms / 1000.0,
+            retention_days=config.storage.retention_days,
         )
         self.cache = ResponseCache(
             cache_settings(config.cache, list(config.matrix)),
@@ -152,6 +153,7 @@ class Runtime:
             accountant=Accountant(self.prices, self.ledger, self.routes, self.clock),
             cache=self.cache,
             tenants=TenantDirectory(config.tenants),
+            max_output_tokens=config.routing.max_output_tokens,
         )
         self.started_at: float | None = None
 

@@ -171,6 +171,7 @@ def test_serve_a_config_file_with_separate_simulator_processes(
         "secret_access_key": "env:SIM_SECRET",
     }
     del config["routes"]["direct_bedrock"]["model_ids"]
+    del config["pricing"]["routes"]["direct_bedrock"]["models"]  # priced the model just removed
     config["routes"]["mcp"] = {
         "type": "mcp",
         "transport": "stdio",

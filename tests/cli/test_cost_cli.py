@@ -18,13 +18,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hybridroute.cli import cli
+from hybridroute.cli.cost_cmd import render_cost
 from tests.loopback import GatewayFactory, RunningGateway
 
 PRICES = {
     "direct_bedrock": {"input_per_1k": "0.003", "output_per_1k": "0.015"},
     "mcp": {"input_per_1k": "0.00025", "output_per_1k": "0.00125"},
 }
-LIMIT = Decimal("0.002")
+LIMIT = Decimal("0.004")  # the two standard requests at 80 % still fit their worst case
 ADMIN_TOKEN = "cost-cli-admin-token"
 
 
@@ -229,3 +230,43 @@ def test_cost_refuses_days_out_of_range(days: str):
     assert result.exit_code == 2
     assert "Invalid value for '--days'" in result.output
     assert "cannot reach" not in result.output  # refused before any request
+
+
+def test_cost_says_why_spend_is_missing_and_still_shows_the_budgets():
+    report = {
+        "days": 1,
+        "spend": None,
+        "spend_error": "SQLite store /srv/ledger.sqlite3: disk I/O error",
+        "budgets": {
+            "currency": "USD",
+            "thresholds": {"info": 0.8, "critical": 0.95, "exhausted": 1.0},
+            "budgets": [
+                {
+                    "budget": "global",
+                    "period": "daily",
+                    "window": "2026-12-04",
+                    "limit": "10",
+                    "spent": "2.5",
+                    "reserved": "0",
+                    "utilisation": 0.25,
+                    "level": "normal",
+                    "resets_in_s": 3600,
+                    "fired": [],
+                }
+            ],
+            "events": [],
+            "store": {
+                "where": "SQLite file /srv/ledger.sqlite3",
+                "pending_writes": 3,
+                "write_failures": 2,
+                "last_write_error": "StorageError: disk I/O error",
+            },
+        },
+        "cache_saved": "0",
+    }
+    text = render_cost(report, now=0.0)
+    assert text.splitlines()[0] == (
+        "Spend: not available: SQLite store /srv/ledger.sqlite3: disk I/O error"
+    )
+    assert row(text, "global")[:5] == ["global", "daily", "2026-12-04", "10.00", "2.500000"]
+    assert "WARNING: 2 failed writes, 3 records waiting" in text

@@ -46,6 +46,7 @@ LIST_PRICES = {
 EMERGENCY = "disk full on db-1"
 EMERGENCY_MAX_TOKENS = 8
 RETRY_AFTER_MAX_S = 60
+IN_FLIGHT_RETRY_S = 5  # Retry-After when only requests in flight hold the budget
 QUANTUM = Decimal("0.0000000001")
 
 Changes = Callable[[dict[str, Any]], None]
@@ -132,6 +133,10 @@ def refusal(response: httpx.Response) -> dict[str, Any]:
     error: dict[str, Any] = response.json()["error"]
     assert error["code"] == "budget_throttled", error
     retry_after = int(response.headers["retry-after"])
+    if "requests in flight hold the rest" in error["message"]:
+        assert retry_after == IN_FLIGHT_RETRY_S  # they settle within seconds
+        assert "x-hybridroute-cost" not in response.headers
+        return error
     now = dt.datetime.now(dt.UTC)
     midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     left = (midnight - now).total_seconds()
@@ -201,12 +206,21 @@ def prompt_estimate(system: str, content: str) -> int:
 
 
 def reserve_estimate(
-    prices: dict[str, dict[str, str]], content: str, max_tokens: int, system: str = ""
+    prices: dict[str, dict[str, str]],
+    content: str,
+    max_tokens: int,
+    system: str = "",
+    *,
+    attempts: int = 2,
+    answers: int = 1,
 ) -> Decimal:
-    """The documented reservation: the prompt estimate + 20 % + 8 tokens in, max_tokens out,
-    at the dearest route of the decision."""
+    """The documented reservation: `answers` whole answers (the prompt estimate + 20 % + 8
+    tokens in, max_tokens out) and the input of the other `attempts`, at the dearest route of
+    the decision. Defaults: an unhedged row with a fallback and no retries."""
     inp = int(prompt_estimate(system, content) * 1.2) + 8
-    return max(price_of(prices, route, inp, max_tokens) for route in prices)
+    answer = max(price_of(prices, route, inp, max_tokens) for route in prices)
+    input_only = max(price_of(prices, route, inp, 0) for route in prices)
+    return answer * answers + input_only * (attempts - answers)
 
 
 @contextlib.contextmanager
@@ -239,7 +253,7 @@ def test_concurrent_requests_cannot_spend_past_the_budget(
     # Equal prices: the reservation is the same whichever route; the actual cost (4 words in,
     # exactly 10 out) is below it, so settled spend can never pass the limit at all.
     estimate = reserve_estimate(SAME_PRICES, CONC_CONTENT, CONC_MAX_TOKENS)
-    assert estimate == Decimal("0.000122")  # 22 tokens in, 10 out
+    assert estimate == Decimal("0.000144")  # an answer (22 in, 10 out) and the fallback's input
     limit = estimate * 45
     gateway = start_gateway(configure(prices=SAME_PRICES, budgets=global_daily(limit)))
     mcp_sim.set(latency_ms=20)  # every request is in flight while the others reserve
@@ -405,7 +419,9 @@ def test_elevated_spend_prefers_the_cheaper_route_for_medium_and_low_rows(
     start_gateway: GatewayFactory,
 ):
     unit = unit_cost(start_gateway, prices=CHEAP_BEDROCK)
-    limit = unit * 20  # one emergency request: 5 %
+    # one emergency request: 2.5 %; at 82–87 % a hedged high-priority request's worst case (two
+    # answers) still fits what is left
+    limit = unit * 40
     # implementation (high priority) on the dearer route first: it must keep its order.
     matrix = {
         "implementation": {
@@ -502,12 +518,18 @@ def test_restart_restores_spend_and_does_not_fire_thresholds_again(
 # -- 6. a tenant's own budget --------------------------------------------------------------------
 
 ACME_KEY = "acme-data-plane-key-1"
+BETA_KEY = "beta-budget-test-key"
 
 
 def test_an_exhausted_tenant_budget_throttles_only_that_tenant(start_gateway: GatewayFactory):
     unit = unit_cost(start_gateway)
+    # tenant budgets need keys required: no caller can shed its tenant by leaving its key out
     tenants = {
-        "api_keys": [{"tenant": "acme", "sha256": hashlib.sha256(ACME_KEY.encode()).hexdigest()}]
+        "require_api_key": True,
+        "api_keys": [
+            {"tenant": "acme", "sha256": hashlib.sha256(ACME_KEY.encode()).hexdigest()},
+            {"tenant": "beta", "sha256": hashlib.sha256(BETA_KEY.encode()).hexdigest()},
+        ],
     }
     budgets = {
         "global": {"daily": "10"},
@@ -523,23 +545,26 @@ def test_an_exhausted_tenant_budget_throttles_only_that_tenant(start_gateway: Ga
 
         error = refusal(chat(http, "standard", "how busy are we", max_tokens=5, api_key=ACME_KEY))
         assert "exhausted" in error["message"]
-        default = served_cost(chat(http, "standard", "how busy are we", max_tokens=5), LIST_PRICES)
+        beta = served_cost(
+            chat(http, "standard", "how busy are we", max_tokens=5, api_key=BETA_KEY), LIST_PRICES
+        )
+        assert chat(http, "standard", "how busy are we", max_tokens=5).status_code == 401
         # critical work of the exhausted tenant is still served
         acme += served_cost(chat(http, "emergency", api_key=ACME_KEY), LIST_PRICES)
 
     report = cost_report(gateway)
     by_tenant = report["spend"]["by"]["tenant"]
-    assert by_tenant.keys() == {"acme", "default"}
+    assert by_tenant.keys() == {"acme", "beta"}
     assert Decimal(by_tenant["acme"]["cost"]) == acme
     assert by_tenant["acme"]["requests"] == 4
-    assert Decimal(by_tenant["default"]["cost"]) == default
-    assert by_tenant["default"]["requests"] == 1
+    assert Decimal(by_tenant["beta"]["cost"]) == beta
+    assert by_tenant["beta"]["requests"] == 1
     tenant_budget = budget_status(report, "tenant:acme")
     assert tenant_budget["level"] == "exhausted"
     assert Decimal(tenant_budget["spent"]) == acme
     assert fired(report, "tenant:acme") == ["info", "critical", "exhausted"]
     assert budget_status(report)["level"] == "normal"
-    assert Decimal(budget_status(report)["spent"]) == acme + default
+    assert Decimal(budget_status(report)["spent"]) == acme + beta
     assert fired(report) == []
 
 

@@ -882,3 +882,34 @@ def test_cost_controls_serve_hits_and_turn_on_aggressive_caching(
     assert cache_status(chat(gateway, "infrastructure", temperature=0.9)) == "miss"
     assert cache_status(chat(gateway, "infrastructure", temperature=0.9)) == "hit"
     assert upstream(bedrock_sim, mcp_sim) == reached + 1
+
+
+class _BrokenStore:
+    """A cache store that is away: every call fails (e.g. a remote cache that went down)."""
+
+    async def get(self, key: str) -> Any:
+        raise ConnectionError("cache store is down")
+
+    async def put(self, key: str, entry: Any, *, ttl_s: float, tags: tuple[str, ...] = ()) -> bool:
+        raise ConnectionError("cache store is down")
+
+
+def test_an_answer_is_delivered_even_when_the_cache_cannot_store_it(
+    start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+):
+    gateway = start_gateway(cache_on())
+    working = gateway.runtime.cache.store
+    gateway.runtime.cache.store = _BrokenStore()
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=30.0) as http:
+            payload = {
+                "model": "default",
+                "messages": [{"role": "user", "content": "is the store away?"}],
+            }
+            headers = {"x-operation-type": "infrastructure", "cache-control": "no-cache"}
+            response = http.post("/v1/chat/completions", json=payload, headers=headers)
+    finally:
+        gateway.runtime.cache.store = working
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"].startswith("Simulated answer")
+    assert "could not store an answer in the response cache" in caplog.text

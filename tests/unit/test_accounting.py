@@ -12,8 +12,9 @@ import pytest
 
 from hybridroute.config.economy import BudgetsConfig, PricingConfig
 from hybridroute.economics import CostLedger, PriceTable
-from hybridroute.errors import AllRoutesFailed, BudgetRefused
-from hybridroute.gateway.accounting import Accountant, attempts_of, format_cost, prompt_tokens
+from hybridroute.errors import BudgetRefused
+from hybridroute.gateway.accounting import Accountant, format_cost, prompt_tokens
+from hybridroute.monitoring.records import HEDGE_CANCELLED
 from hybridroute.providers import Route
 from hybridroute.routing.matrix import RoutingRule
 from hybridroute.routing.policy import Decision
@@ -90,14 +91,20 @@ def request(operation_type: str = "standard", max_tokens: int = 100) -> Generati
     )
 
 
-def decision(routes: tuple[RouteId, ...], priority: Priority = Priority.MEDIUM) -> Decision:
+def decision(
+    routes: tuple[RouteId, ...],
+    priority: Priority = Priority.MEDIUM,
+    *,
+    retries: int = 0,
+    hedge: bool = False,
+) -> Decision:
     rule = RoutingRule(
         operation_type="standard",
         priority=priority,
         latency_budget_ms=5000,
         primary=routes[0],
         fallback=routes[1] if len(routes) > 1 else None,
-        retries=0,
+        retries=retries,
     )
     return Decision(
         decision_id="dec-42",
@@ -109,6 +116,7 @@ def decision(routes: tuple[RouteId, ...], priority: Priority = Priority.MEDIUM) 
         reason="test",
         decided_at=1000.0,
         primary_eligible=True,
+        hedge=hedge,
     )
 
 
@@ -150,15 +158,29 @@ def test_prompt_tokens_counts_system_and_messages():
 def test_estimate_is_the_worst_case_at_the_dearest_route(routes):
     acc, _ = accountant()
     # input int(15 × 1.2) + 8 = 26 tokens, output max_tokens = 100
-    # BEDROCK (sonnet): (26 × 0.003 + 100 × 0.015) / 1000; MCP: (26 × 0.001 + 100 × 0.002) / 1000
-    assert acc.estimate(decision(routes), request()) == Decimal("0.001578")
+    # one whole answer at the dearest route, BEDROCK (sonnet): (26 × 0.003 + 100 × 0.015) / 1000
+    # = 0.001578; plus the other attempt's input at the dearest input price: 26 × 0.003 / 1000
+    assert acc.estimate(decision(routes), request()) == Decimal("0.001656")
+
+
+def test_estimate_covers_every_attempt_the_decision_allows():
+    acc, _ = accountant()
+    answer, input_only = Decimal("0.001578"), Decimal("0.000078")
+    # one route, one retry: an answer and a timed-out try before it
+    assert acc.estimate(decision((BEDROCK,), retries=1), request()) == answer + input_only
+    # two routes, one retry each: an answer and three input-only tries
+    two = decision((BEDROCK, MCP), retries=1)
+    assert acc.estimate(two, request()) == answer + 3 * input_only
+    # hedged: the race's loser may be charged a whole answer too
+    hedged = decision((BEDROCK, MCP), hedge=True)
+    assert acc.estimate(hedged, request()) == 2 * answer
 
 
 def test_estimate_prices_the_model_each_route_uses_for_the_operation():
     acc, _ = accountant()
     # on "implementation" BEDROCK answers with haiku: (26 × 0.00025 + 100 × 0.00125) / 1000
-    # = 0.0001315, cheaper than MCP's 0.000226
-    assert acc.estimate(decision((BEDROCK, MCP)), request("implementation")) == Decimal("0.000226")
+    # = 0.0001315, cheaper than MCP's 0.000226; plus MCP's input, 26 × 0.001 / 1000
+    assert acc.estimate(decision((BEDROCK, MCP)), request("implementation")) == Decimal("0.000252")
     assert acc.estimate(decision((BEDROCK,)), request("implementation")) == Decimal("0.0001315")
 
 
@@ -171,7 +193,7 @@ def test_estimate_scales_with_max_tokens():
 def test_estimate_skips_unpriced_routes():
     acc, _ = accountant()
     assert acc.estimate(decision((UNPRICED,)), request()) == Decimal(0)
-    assert acc.estimate(decision((UNPRICED, MCP)), request()) == Decimal("0.000226")
+    assert acc.estimate(decision((UNPRICED, MCP)), request()) == Decimal("0.000252")
 
 
 @pytest.mark.anyio
@@ -186,7 +208,7 @@ async def test_reserve_holds_the_estimate_at_the_rule_priority():
     acc, _ = accountant(BudgetsConfig.model_validate({"global": {"daily": "0.002"}}))
     held = await acc.reserve(decision((BEDROCK, MCP)), request(), "t1")
     assert held is not None
-    assert held.amount == Decimal("0.001578")
+    assert held.amount == Decimal("0.001656")
     with pytest.raises(BudgetRefused):
         await acc.reserve(decision((BEDROCK, MCP)), request(), "t1")
     critical = await acc.reserve(decision((BEDROCK, MCP), Priority.CRITICAL), request(), "t1")
@@ -197,7 +219,7 @@ async def test_reserve_holds_the_estimate_at_the_rule_priority():
     )
     assert await acc.settle(held, charges) == Decimal("0.0033")
     (status,) = acc.ledger.snapshot().budgets
-    assert (status.spent, status.reserved) == (Decimal("0.0033"), Decimal("0.001578"))
+    assert (status.spent, status.reserved) == (Decimal("0.0033"), Decimal("0.001656"))
 
 
 # -- charges -------------------------------------------------------------------------------------
@@ -228,7 +250,7 @@ def test_a_hedge_loser_is_charged_estimated_input_and_the_winners_output():
     charges = acc.charges(
         request(),
         "t1",
-        [Attempt(BEDROCK, CANCELLED, 300.0), Attempt(MCP, OK, 250.0)],
+        [Attempt(BEDROCK, CANCELLED, 300.0, code=HEDGE_CANCELLED), Attempt(MCP, OK, 250.0)],
         served=(MCP, "mcp-model", Usage(1000, 400)),
     )
     assert charges == [
@@ -236,6 +258,38 @@ def test_a_hedge_loser_is_charged_estimated_input_and_the_winners_output():
         expected(BEDROCK, "sonnet", "hedge_loser", Usage(15, 400, True), "0.006045"),
         # (1000 × 0.001 + 400 × 0.002) / 1000
         expected(MCP, "mcp-model", "served", Usage(1000, 400), "0.0018"),
+    ]
+
+
+def test_a_streams_hedge_loser_is_charged_estimated_input_only():
+    """A stream's race ends at the winner's first event: the loser wrote (almost) nothing."""
+    acc, _ = accountant()
+    charges = acc.charges(
+        request(),
+        "t1",
+        [Attempt(BEDROCK, CANCELLED, 300.0, code=HEDGE_CANCELLED), Attempt(MCP, OK, 250.0)],
+        served=(MCP, "mcp-model", Usage(1000, 400)),
+        stream=True,
+    )
+    assert charges == [
+        expected(BEDROCK, "sonnet", "hedge_loser", Usage(15, 0, True), "0.000045"),
+        expected(MCP, "mcp-model", "served", Usage(1000, 400), "0.0018"),
+    ]
+
+
+def test_attempts_cut_short_when_the_request_ended_are_charged_estimated_input():
+    """The client left (or the gateway stopped): an attempt cancelled with the request, or still
+    running when it ended, may have been worked on."""
+    acc, _ = accountant()
+    charges = acc.charges(
+        request(),
+        "t1",
+        [Attempt(BEDROCK, FAILED, 20.0, code="upstream_unavailable"), Attempt(MCP, CANCELLED, 9)],
+        in_flight=(BEDROCK,),
+    )
+    assert charges == [
+        expected(MCP, "mcp-model", "abandoned", Usage(15, 0, True), "0.000015"),
+        expected(BEDROCK, "sonnet", "abandoned", Usage(15, 0, True), "0.000045"),
     ]
 
 
@@ -259,7 +313,7 @@ def test_a_cut_stream_is_charged_estimated_input_and_the_relayed_text():
         request(),
         "t1",
         [Attempt(BEDROCK, OK, 900.0)],
-        cut=(BEDROCK, "sonnet", "Paris is the capital"),  # 20 characters: 5 tokens
+        cut=(BEDROCK, "sonnet", len("Paris is the capital")),  # 20 characters: 5 tokens
     )
     # (15 × 0.003 + 5 × 0.015) / 1000
     assert charges == [expected(BEDROCK, "sonnet", "stream_cut", Usage(15, 5, True), "0.00012")]
@@ -303,7 +357,7 @@ async def test_settle_records_the_charges_and_returns_their_total():
     charges = acc.charges(
         request(),
         "t1",
-        [Attempt(BEDROCK, CANCELLED, 300.0), Attempt(MCP, OK, 250.0)],
+        [Attempt(BEDROCK, CANCELLED, 300.0, code=HEDGE_CANCELLED), Attempt(MCP, OK, 250.0)],
         served=(MCP, "mcp-model", Usage(1000, 400)),
     )
     assert await acc.settle(held, charges) == Decimal("0.007845")
@@ -318,58 +372,6 @@ async def test_settle_records_the_charges_and_returns_their_total():
     assert isinstance(store, MemoryLedgerStore)
     assert store.total() == Decimal("0.007845")
     assert await acc.settle(None, ()) == Decimal(0)
-
-
-# -- attempts_of ---------------------------------------------------------------------------------
-
-
-def test_attempts_of_reads_the_attempts_an_all_routes_failed_error_lists():
-    failed = AllRoutesFailed(
-        "every route failed",
-        status=504,
-        decision_id="dec-42",
-        attempts=[
-            {
-                "route": BEDROCK,
-                "outcome": "failed",
-                "duration_ms": 5000.0,
-                "code": "upstream_timeout",
-                "detail": "no answer within 5 s",
-            },
-            {"route": MCP, "outcome": "failed", "duration_ms": 12.5, "code": "upstream_error"},
-            {"route": MCP, "outcome": "skipped"},
-            {"route": BEDROCK, "outcome": "exploded", "duration_ms": 1.0},
-            {"route": MCP, "duration_ms": 1.0},
-            {"route": MCP, "outcome": "cancelled", "duration_ms": 7},
-        ],
-    )
-    attempts = attempts_of(failed)
-    assert attempts == [
-        Attempt(BEDROCK, FAILED, 5000.0, code="upstream_timeout"),
-        Attempt(MCP, FAILED, 12.5, code="upstream_error"),
-        Attempt(MCP, SKIPPED, 0.0),
-        Attempt(MCP, CANCELLED, 7.0),
-    ]
-    acc, _ = accountant()
-    assert acc.charges(request(), "t2", attempts) == [
-        expected(BEDROCK, "sonnet", "abandoned", Usage(15, 0, True), "0.000045", tenant="t2"),
-        # the hedge loser of a request nobody answered: no winner's output to copy
-        expected(MCP, "mcp-model", "hedge_loser", Usage(15, 0, True), "0.000015", tenant="t2"),
-    ]
-
-
-def test_attempts_of_reads_what_attempt_as_dict_writes():
-    attempts = [
-        Attempt(BEDROCK, FAILED, 12.345, detail="boom", code="upstream_timeout"),
-        Attempt(MCP, CANCELLED, 3.0),
-    ]
-    failed = AllRoutesFailed(
-        "x", status=502, decision_id="d", attempts=[a.as_dict() for a in attempts]
-    )
-    assert attempts_of(failed) == [
-        Attempt(BEDROCK, FAILED, 12.345, code="upstream_timeout"),
-        Attempt(MCP, CANCELLED, 3.0),
-    ]
 
 
 # -- format_cost ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ and the cache's counters."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import orjson
@@ -407,3 +408,41 @@ async def test_many_distinct_tenants_never_grow_the_maps_past_the_bound():
         stats.record_store("standard", f"t{n}")
     assert len(stats.by_tenant()) == 1_001
     assert stats.by_tenant()[OTHER].stores == 4_000
+
+
+@pytest.mark.anyio
+async def test_purge_expired_takes_the_soonest_expiries_first_and_stops_at_its_limit():
+    store, clock = make_store()
+    for index, ttl in enumerate((5.0, 1.0, 3.0, 2.0, 60.0)):
+        await store.put(f"k{index}", entry(), ttl_s=ttl)
+    await store.put("k1", entry(), ttl_s=60.0)  # replaced: its old expiry no longer counts
+    clock.advance(10.0)
+    assert store.purge_expired(2) == 2
+    assert sorted(store.keys()) == ["k0", "k1", "k4"]  # k3 (2 s) and k2 (3 s) went first
+    assert store.purge_expired(2) == 1
+    assert sorted(store.keys()) == ["k1", "k4"]
+    assert store.purge_expired() == 0
+    assert evictions(store) == {"expired": 3}
+
+
+@pytest.mark.anyio
+async def test_a_large_invalidation_hands_the_event_loop_back():
+    store, _ = make_store(entries=20_000, total=100_000_000)
+    for index in range(12_000):
+        await store.put(f"k{index}", entry(), ttl_s=60.0, tags=("t",))
+    ticks = 0
+
+    async def count_ticks() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.get_running_loop().create_task(count_ticks())
+    await asyncio.sleep(0)
+    before = ticks
+    assert await store.invalidate(tags=["t"]) == 12_000
+    ticker.cancel()
+    assert ticks - before >= 2  # other tasks ran while 12,000 entries were dropped
+    assert len(store) == 0
+    assert store.tag_index() == {}

@@ -316,22 +316,36 @@ async def test_a_critical_reservation_counts_against_later_non_critical_work():
 
 
 @pytest.mark.anyio
-async def test_refusal_names_budget_period_window_and_amounts_and_caps_retry_after():
+async def test_a_global_refusal_names_the_window_but_not_the_gateways_amounts():
     clock = FakeClock(wall_start=MORNING)
     ledger, _ = make_ledger(DAILY_10, clock)
-    await spend(ledger, clock, "a", "7")
-    await ledger.reserve("a", MED, Decimal("2"))
+    await spend(ledger, clock, "a", "9")
     with pytest.raises(BudgetRefused) as info:
         await ledger.reserve("a", MED, Decimal("1.5"))
     refused = info.value
     assert str(refused) == (
-        "the global daily budget (2027-01-15) cannot cover this request: 7 spent and 2 "
-        "reserved of 10 USD, and this request may cost up to 1.5; medium-priority work waits "
-        "for the window to reset (critical work is still served)"
+        "the gateway's daily budget (2027-01-15) cannot cover this request now; medium-priority "
+        "work waits for the window to reset (critical work is still served)"
     )
     assert refused.retry_after_s == 300  # 16 h to midnight, capped at retry_after_max_s
     assert refused.headers() == {"retry-after": "300"}
     assert refused.status == 429
+
+
+@pytest.mark.anyio
+async def test_a_refusal_caused_only_by_requests_in_flight_asks_to_retry_shortly():
+    clock = FakeClock(wall_start=MORNING)
+    ledger, _ = make_ledger({"tenants": {"a": {"daily": "10"}}}, clock)
+    await spend(ledger, clock, "a", "7")
+    await ledger.reserve("a", MED, Decimal("2"))  # in flight
+    with pytest.raises(BudgetRefused) as info:
+        await ledger.reserve("a", MED, Decimal("1.5"))  # 7 + 1.5 fits once that settles
+    assert str(info.value) == (
+        "your daily budget (2027-01-15) cannot cover this request: 7 spent and 2 held for "
+        "requests in flight of 10 USD, and this request may cost up to 1.5; requests in flight "
+        "hold the rest of it, retry shortly"
+    )
+    assert info.value.retry_after_s == 5
 
 
 @pytest.mark.anyio
@@ -359,8 +373,9 @@ async def test_refusal_by_a_tenant_monthly_budget_names_it():
     with pytest.raises(BudgetRefused) as info:
         await ledger.reserve("a", H, Decimal("0.75"))
     assert str(info.value).startswith(
-        "the tenant:a monthly budget (2027-01) cannot cover this request: 49.5 spent and 0 "
-        "reserved of 50 USD, and this request may cost up to 0.75; high-priority work waits"
+        "your monthly budget (2027-01) cannot cover this request: 49.5 spent and 0 held for "
+        "requests in flight of 50 USD, and this request may cost up to 0.75; high-priority work "
+        "waits"
     )
     assert info.value.retry_after_s == 86_400
     # the global budget still has room for another tenant
@@ -461,12 +476,12 @@ async def test_tenant_budgets_apply_only_to_their_tenant_and_global_to_all():
     ]
     assert len(held.accounts) == 2
     # tenant a's own budget refuses it; b and c are not affected by it
-    with pytest.raises(BudgetRefused, match="tenant:a daily"):
+    with pytest.raises(BudgetRefused, match="your daily budget"):
         await ledger.reserve("a", MED, Decimal("5.5"))
     assert (await ledger.reserve("b", MED, Decimal("5.5"))).amount == Decimal("5.5")
     assert (await ledger.reserve("c", MED, Decimal("50"))).amount == Decimal(50)
     # the global budget is shared: 12 spent + 58.5 reserved leaves 29.5
-    with pytest.raises(BudgetRefused, match="global daily"):
+    with pytest.raises(BudgetRefused, match="the gateway.s daily budget"):
         await ledger.reserve("c", MED, Decimal("29.6"))
 
 

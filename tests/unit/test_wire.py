@@ -149,3 +149,16 @@ def test_latency_budget_values_that_are_not_plain_milliseconds(value: str):
                 "metadata": {"latency_budget_ms": value},
             }
         )
+
+
+def test_max_tokens_above_the_gateways_limit_is_refused_with_the_setting_named():
+    body = orjson.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 40_000})
+    with pytest.raises(RequestError) as info:
+        parse_chat_request(body, {}, "standard", max_tokens_limit=32_768)
+    assert info.value.message == (
+        "'max_tokens' is 40000; this gateway allows at most 32768 output tokens a request "
+        "(routing.max_output_tokens)"
+    )
+    assert info.value.param == "max_tokens"
+    ok = orjson.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 32_768})
+    assert parse_chat_request(ok, {}, "standard", max_tokens_limit=32_768).max_tokens == 32_768

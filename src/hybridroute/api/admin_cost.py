@@ -2,7 +2,8 @@
 
 - `GET /admin/cost?days=N` — spend over the last N UTC days (default 7, at most 366) in total
   and by route, model, operation type, tenant and day; every budget's utilisation; the latest
-  budget events; what the cache saved.
+  budget events; what the cache saved. While the store cannot be written or read, `spend` is
+  null and `spend_error` says why; the budgets (kept in memory) still answer.
 - `GET /admin/cache` — the cache's settings, size, evictions and hit/miss counters.
 - `POST /admin/cache/invalidate` — body `{"tenant": …, "operation_type": …}` (either, both, or
   neither for everything); answers how many entries were dropped.
@@ -19,7 +20,7 @@ import orjson
 from hybridroute.api.http import Receive, Scope, Send, read_body, send_json
 from hybridroute.economics.pricing import money_text
 from hybridroute.economics.report import SpendReport
-from hybridroute.errors import MalformedJSON, RequestError
+from hybridroute.errors import MalformedJSON, RequestError, StorageError
 from hybridroute.runtime import Runtime
 
 __all__ = ["cache_invalidate", "cache_status", "cost_report"]
@@ -45,17 +46,21 @@ def _days(scope: Scope) -> int:
 async def cost_report(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
     days = _days(scope)
     ledger = runtime.ledger
-    await ledger.flush()  # charges of requests that just ended are counted too
     today = dt.datetime.fromtimestamp(runtime.clock.now(), tz=dt.UTC).date()
     first = (today - dt.timedelta(days=days - 1)).isoformat()
-    rows = await ledger.store.spend(first, today.isoformat())
-    report = SpendReport.from_rows(rows, ledger.currency, first, today.isoformat())
-    body: dict[str, Any] = {
-        "days": days,
-        "spend": report.as_dict(),
-        "budgets": ledger.snapshot().as_dict(),
-        "cache_saved": money_text(runtime.cache.stats.saved),
-    }
+    body: dict[str, Any] = {"days": days}
+    try:
+        await ledger.flush()  # charges of requests that just ended are counted too
+        rows = await ledger.store.spend(first, today.isoformat())
+    except StorageError as error:
+        # The budgets are kept in memory and still answer; the spend report needs the store.
+        body["spend"] = None
+        body["spend_error"] = error.message
+    else:
+        report = SpendReport.from_rows(rows, ledger.currency, first, today.isoformat())
+        body["spend"] = report.as_dict()
+    body["budgets"] = ledger.snapshot().as_dict()
+    body["cache_saved"] = money_text(runtime.cache.stats.saved)
     await send_json(send, 200, orjson.dumps(body))
 
 

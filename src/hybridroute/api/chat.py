@@ -128,7 +128,11 @@ class ChatEndpoint:
             body = await read_body(scope, receive, self._max_body)
             tenant = gateway.tenants.identify(_presented_key(scope))
             chat = parse_chat_request(
-                body, request_headers(scope), gateway.matrix.default_operation_type, tenant=tenant
+                body,
+                request_headers(scope),
+                gateway.matrix.default_operation_type,
+                tenant=tenant,
+                max_tokens_limit=gateway.max_output_tokens,
             )
             prepared = gateway.prepare(chat)
             decision_id = prepared.decision_id

@@ -50,6 +50,7 @@ def parse_chat_request(
     default_operation_type: str,
     *,
     tenant: str = DEFAULT_TENANT,
+    max_tokens_limit: int | None = None,
 ) -> ChatRequest:
     """Validate a chat-completions body (plus the gateway's headers) into a `ChatRequest`."""
     try:
@@ -81,7 +82,7 @@ def parse_chat_request(
         model=model,
         stream=stream,
         include_usage=_include_usage(data.get("stream_options")),
-        max_tokens=_max_tokens(data),
+        max_tokens=_max_tokens(data, max_tokens_limit),
         temperature=_number(data, "temperature", 0.0, 2.0),
         top_p=_number(data, "top_p", 0.0, 1.0),
         stop=_stop(data.get("stop")),
@@ -175,13 +176,19 @@ def _include_usage(value: object) -> bool:
     return include
 
 
-def _max_tokens(data: Mapping[str, Any]) -> int | None:
+def _max_tokens(data: Mapping[str, Any], limit: int | None) -> int | None:
     for key in ("max_completion_tokens", "max_tokens"):
         value = data.get(key)
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise _fail(f"'{key}' must be a positive integer", key)
+        if limit is not None and value > limit:
+            raise _fail(
+                f"'{key}' is {value}; this gateway allows at most {limit} output tokens a "
+                "request (routing.max_output_tokens)",
+                key,
+            )
         return value
     return None
 

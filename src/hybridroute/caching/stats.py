@@ -53,7 +53,7 @@ class CacheCounts:
             "bypasses": self.bypasses,
             "uncacheable": self.uncacheable,
             "stores": self.stores,
-            "saved": str(self.saved),
+            "saved": format(self.saved.normalize(), "f") if self.saved else "0",
             "hit_rate": self.hit_rate,
         }
 

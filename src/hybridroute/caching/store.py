@@ -8,23 +8,29 @@ caps hold again.
 
 Each entry expires `ttl_s` seconds after it was stored (it is live while the clock's
 `monotonic()` is strictly below the expiry time). Expiry is lazy: `get()` removes an expired
-entry it finds and reports a miss; `purge_expired()`, which the gateway may call now and then,
-sweeps the rest. Time comes only from the injected clock.
+entry it finds and reports a miss; `purge_expired()`, which the gateway calls now and then,
+sweeps the rest, soonest expiry first (a heap of expiry times). Time comes only from the
+injected clock.
 
 Entries carry tags (for example `tenant:acme`, `operation:standard`); a tag index maps each tag
 to the keys that carry it, so `invalidate(tags=...)` finds them without a scan. Every way out of
 the store (eviction, expiry, replacement, invalidation) goes through one removal routine that
 also updates the index and drops tags left with no key, so the index never outgrows the store.
 
-`get`, `put` and each eviction are O(1) (plus the entry's few tags); `invalidate` is linear in
-the entries removed and `purge_expired` in the entries held. The store is used from a single
-asyncio event loop and never awaits inside an operation, so it needs no locks; it is not safe
-to share between threads. Its methods are coroutines so that a store kept elsewhere can
-implement the same protocol.
+`get` and each eviction are O(1) (plus the entry's few tags), `put` O(log n) for its place in
+the expiry heap, `purge_expired` O(log n) per entry it removes (and it can be told to stop after
+a number, so a sweep never holds the event loop long); `invalidate` is linear in the entries
+removed and hands the event loop back every few thousand. The store is used from a single
+asyncio event loop; apart from those hand-backs its operations never await, so it needs no
+locks; it is not safe to share between threads. Its methods are coroutines so that a store
+kept elsewhere can implement the same protocol.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +39,8 @@ from typing import Protocol
 
 from hybridroute._clock import Clock
 from hybridroute.caching.entry import CachedResponse
+
+_YIELD_EVERY = 5_000  # invalidation hands the event loop back after this many entries
 
 __all__ = ["CacheStore", "CacheStoreSnapshot", "Eviction", "MemoryCacheStore"]
 
@@ -97,6 +105,7 @@ class _Node:
     size: int
     expires_at: float
     tags: tuple[str, ...]
+    serial: int  # tells this node from a later one under the same key (expiry heap)
 
 
 class MemoryCacheStore:
@@ -122,6 +131,10 @@ class MemoryCacheStore:
         self._tags: dict[str, set[str]] = {}
         self._bytes = 0
         self._evictions = dict.fromkeys(Eviction, 0)
+        # (expires_at, serial, key) of every node put; stale rows (the node replaced or gone)
+        # are skipped when popped and dropped when the heap is rebuilt.
+        self._expiry: list[tuple[float, int, str]] = []
+        self._serials = itertools.count()
 
     # -- the protocol --------------------------------------------------------------------------
 
@@ -148,7 +161,11 @@ class MemoryCacheStore:
             self._remove(key, None)
         now = self._clock.monotonic()
         unique_tags = tuple(dict.fromkeys(tags))
-        self._nodes[key] = _Node(entry, size, now + ttl_s, unique_tags)
+        serial = next(self._serials)
+        self._nodes[key] = _Node(entry, size, now + ttl_s, unique_tags, serial)
+        heapq.heappush(self._expiry, (now + ttl_s, serial, key))
+        if len(self._expiry) > 2 * len(self._nodes) + 1024:
+            self._rebuild_expiry()
         self._bytes += size
         for tag in unique_tags:
             self._tags.setdefault(tag, set()).add(key)
@@ -167,15 +184,24 @@ class MemoryCacheStore:
             removed = len(self._nodes)
             self._nodes.clear()
             self._tags.clear()
+            self._expiry.clear()
             self._bytes = 0
             self._evictions[Eviction.INVALIDATED] += removed
             return removed
+        wanted = set(tags)
         doomed: set[str] = set()
-        for tag in tags:
+        for tag in wanted:
             doomed.update(self._tags.get(tag, ()))
-        for key in doomed:
-            self._remove(key, Eviction.INVALIDATED)
-        return len(doomed)
+        removed = 0
+        for count, key in enumerate(doomed, 1):
+            node = self._nodes.get(key)
+            # Between yields an entry may have gone or been replaced by one without the tags.
+            if node is not None and wanted.intersection(node.tags):
+                self._remove(key, Eviction.INVALIDATED)
+                removed += 1
+            if count % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a large invalidation does not stall the event loop
+        return removed
 
     def snapshot(self) -> CacheStoreSnapshot:
         return CacheStoreSnapshot(
@@ -190,13 +216,23 @@ class MemoryCacheStore:
 
     # -- upkeep and inspection -----------------------------------------------------------------
 
-    def purge_expired(self) -> int:
-        """Remove every expired entry; returns how many. Linear in the entries held."""
+    def purge_expired(self, limit: int | None = None) -> int:
+        """Remove expired entries, at most `limit` of them (None: all); returns how many.
+        O(log n) per entry removed: expiry times are kept in a heap."""
         now = self._clock.monotonic()
-        expired = [key for key, node in self._nodes.items() if now >= node.expires_at]
-        for key in expired:
-            self._remove(key, Eviction.EXPIRED)
-        return len(expired)
+        heap = self._expiry
+        removed = 0
+        while heap and heap[0][0] <= now and (limit is None or removed < limit):
+            _, serial, key = heapq.heappop(heap)
+            node = self._nodes.get(key)
+            if node is not None and node.serial == serial:
+                self._remove(key, Eviction.EXPIRED)
+                removed += 1
+        return removed
+
+    def _rebuild_expiry(self) -> None:
+        self._expiry = [(n.expires_at, n.serial, k) for k, n in self._nodes.items()]
+        heapq.heapify(self._expiry)
 
     def keys(self) -> list[str]:
         """The stored keys, least recently used first. Expired entries not yet removed are

@@ -52,6 +52,20 @@ def _share(part: str, whole: str) -> str:
     return "-" if not total else f"{Decimal(part) / total * 100:.1f} %"
 
 
+_BUDGET_HEADERS = [
+    "budget",
+    "period",
+    "window",
+    "limit",
+    "spent",
+    "reserved",
+    "used",
+    "level",
+    "resets in",
+    "fired",
+]
+
+
 def _budget_rows(budgets: dict[str, Any]) -> list[list[str]]:
     rows = []
     for b in budgets["budgets"]:
@@ -76,6 +90,8 @@ def render_cost(report: dict[str, Any], now: float | None = None) -> str:
     """The cost report as text."""
     now = time.time() if now is None else now
     spend, budgets = report["spend"], report["budgets"]
+    if spend is None:
+        return _render_budgets_only(report, now)
     currency = spend["currency"]
     total = spend["total"]
     lines = [
@@ -93,23 +109,7 @@ def render_cost(report: dict[str, Any], now: float | None = None) -> str:
             f"Budgets (thresholds: info {budgets['thresholds']['info'] * 100:.0f} %, critical "
             f"{budgets['thresholds']['critical'] * 100:.0f} %, exhausted 100 %)"
         )
-        lines.append(
-            table(
-                [
-                    "budget",
-                    "period",
-                    "window",
-                    "limit",
-                    "spent",
-                    "reserved",
-                    "used",
-                    "level",
-                    "resets in",
-                    "fired",
-                ],
-                _budget_rows(budgets),
-            )
-        )
+        lines.append(table(_BUDGET_HEADERS, _budget_rows(budgets)))
     else:
         lines.append("Budgets: none configured (spend is counted, nothing is limited)")
     lines.append("")
@@ -136,6 +136,23 @@ def render_cost(report: dict[str, Any], now: float | None = None) -> str:
             )
         )
         lines.append("")
+    lines += _events_and_store(budgets, now)
+    return "\n".join(lines)
+
+
+def _render_budgets_only(report: dict[str, Any], now: float) -> str:
+    budgets = report["budgets"]
+    lines = [f"Spend: not available: {report.get('spend_error', 'the store did not answer')}", ""]
+    if budgets["budgets"]:
+        lines.append("Budgets (kept in memory)")
+        lines.append(table(_BUDGET_HEADERS, _budget_rows(budgets)))
+        lines.append("")
+    lines += _events_and_store(budgets, now)
+    return "\n".join(lines)
+
+
+def _events_and_store(budgets: dict[str, Any], now: float) -> list[str]:
+    lines: list[str] = []
     events = budgets["events"][-5:]
     if events:
         lines.append("Budget events (latest last):")
@@ -150,7 +167,7 @@ def render_cost(report: dict[str, Any], now: float | None = None) -> str:
             f"  WARNING: {store['write_failures']} failed writes, {store['pending_writes']} "
             f"records waiting; last error: {store['last_write_error']}"
         )
-    return "\n".join(lines)
+    return lines
 
 
 @click.command("cost")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 
+from hybridroute.config.platform import DEFAULT_TENANT
 from hybridroute.config.schema import (
     ID_PATTERN,
     REGION_PATTERN,
@@ -262,30 +263,9 @@ def _check_residency(config: GatewayConfig) -> list[ConfigIssue]:
 
 
 def _check_economy(config: GatewayConfig, ops: list[str]) -> list[ConfigIssue]:
-    """Prices name real routes; with budgets, every route is priced; budgets and cache TTLs
-    name tenants and operation types that exist."""
-    issues: list[ConfigIssue] = []
-    defined = sorted(config.routes)
-    for route_id in config.pricing.routes:
-        if route_id not in config.routes:
-            issues.append(
-                ConfigIssue(
-                    f"pricing.routes.{route_id}",
-                    f"unknown route {route_id!r}{_did_you_mean(route_id, defined)}",
-                    f"defined routes: {', '.join(defined)}",
-                )
-            )
-    if config.budgets.configured:
-        for route_id in defined:
-            if route_id not in config.pricing.routes:
-                issues.append(
-                    ConfigIssue(
-                        f"pricing.routes.{route_id}",
-                        f"budgets are configured but route {route_id!r} has no price, so its "
-                        "spend could not be counted",
-                        "add input_per_1k and output_per_1k for it (0 if it is free)",
-                    )
-                )
+    """Prices, tenants, budgets, output limits and cache TTLs name things that exist."""
+    issues = _check_pricing(config)
+    issues += _check_tenants(config)
     tenants = sorted(config.tenants.tenant_names())
     for tenant in config.budgets.tenants:
         if tenant not in tenants:
@@ -294,6 +274,16 @@ def _check_economy(config: GatewayConfig, ops: list[str]) -> list[ConfigIssue]:
                     f"budgets.tenants.{tenant}",
                     f"no API key belongs to tenant {tenant!r}{_did_you_mean(tenant, tenants)}",
                     f"tenants: {', '.join(tenants)} (add a key under tenants.api_keys)",
+                )
+            )
+    limit = config.routing.max_output_tokens
+    for op, params in config.operations.items():
+        if params.max_tokens is not None and params.max_tokens > limit:
+            issues.append(
+                ConfigIssue(
+                    f"operations.{op}.max_tokens",
+                    f"{params.max_tokens} is above routing.max_output_tokens ({limit})",
+                    "lower it, or raise routing.max_output_tokens",
                 )
             )
     for op in config.cache.ttl_s:
@@ -305,4 +295,74 @@ def _check_economy(config: GatewayConfig, ops: list[str]) -> list[ConfigIssue]:
                     f"operation types: {', '.join(ops)}",
                 )
             )
+    return issues
+
+
+def _check_pricing(config: GatewayConfig) -> list[ConfigIssue]:
+    """Prices name defined routes and models those routes use; with budgets, every route has
+    a price."""
+    issues: list[ConfigIssue] = []
+    defined = sorted(config.routes)
+    for route_id, price in config.pricing.routes.items():
+        route = config.routes.get(route_id)
+        if route is None:
+            issues.append(
+                ConfigIssue(
+                    f"pricing.routes.{route_id}",
+                    f"unknown route {route_id!r}{_did_you_mean(route_id, defined)}",
+                    f"defined routes: {', '.join(defined)}",
+                )
+            )
+        elif isinstance(route, BedrockRouteConfig):
+            used = {route.model_id, *route.model_ids.values()}
+            for model in price.models:
+                if model not in used:
+                    issues.append(
+                        ConfigIssue(
+                            f"pricing.routes.{route_id}.models.{model}",
+                            f"route {route_id!r} never uses model {model!r}"
+                            + _did_you_mean(model, sorted(used)),
+                            f"models it uses: {', '.join(sorted(used))}",
+                        )
+                    )
+    if config.budgets.configured:
+        for route_id in defined:
+            if route_id not in config.pricing.routes:
+                issues.append(
+                    ConfigIssue(
+                        f"pricing.routes.{route_id}",
+                        f"budgets are configured but route {route_id!r} has no price, so its "
+                        "spend could not be counted",
+                        "add input_per_1k and output_per_1k for it (0 if it is free)",
+                    )
+                )
+    return issues
+
+
+def _check_tenants(config: GatewayConfig) -> list[ConfigIssue]:
+    """One key, one tenant; tenant budgets only where a caller cannot shed its tenant."""
+    issues: list[ConfigIssue] = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(config.tenants.api_keys):
+        if entry.sha256 is None:
+            continue
+        first = seen.setdefault(entry.sha256, index)
+        if first != index:
+            issues.append(
+                ConfigIssue(
+                    f"tenants.api_keys[{index}].sha256",
+                    f"the same key is already configured at tenants.api_keys[{first}]",
+                    "give each tenant its own key",
+                )
+            )
+    budgeted = [t for t in config.budgets.tenants if t != DEFAULT_TENANT]
+    if budgeted and not config.tenants.require_api_key:
+        issues.append(
+            ConfigIssue(
+                "tenants.require_api_key",
+                f"budgets are set for tenant(s) {', '.join(sorted(budgeted))}, but a caller may "
+                "leave its key out and spend as tenant 'default' instead",
+                "set tenants.require_api_key: true",
+            )
+        )
     return issues

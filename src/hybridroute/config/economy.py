@@ -105,7 +105,7 @@ class CacheConfig(_Strict):
     """The exact-match response cache (in process; bounded by entries and memory)."""
 
     enabled: bool = True
-    max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
     max_mib: float = Field(default=64, gt=0, le=65_536)
     max_entry_kib: float = Field(default=1024, gt=0, le=1_048_576)
     default_ttl_s: float = Field(default=300, ge=0, le=30 * 86_400)

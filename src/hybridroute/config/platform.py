@@ -68,3 +68,6 @@ class StorageConfig(_Strict):
     sqlite_path: str = "data/hybridroute.sqlite3"
     # Records are written in batches off the request path, at most this long after they happen.
     flush_interval_ms: int = Field(default=200, ge=1, le=60_000)
+    # Charges and budget events older than this many days are deleted (checked every 6 hours).
+    # At least 32, so a month's budget can always be rebuilt at start.
+    retention_days: int = Field(default=400, ge=32, le=36_500)

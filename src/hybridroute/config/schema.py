@@ -325,6 +325,9 @@ class RoutingSettings(_Strict):
     mcp_only_route: str = "mcp"
     retry_backoff_ms: int = Field(default=50, ge=0, le=10_000)
     retry_backoff_max_ms: int = Field(default=1_000, ge=0, le=60_000)
+    # The most output a request may ask for (max_tokens); larger requests are refused with 400.
+    # It also bounds what a request's budget reservation can be.
+    max_output_tokens: int = Field(default=32_768, ge=1, le=1_000_000)
 
 
 class ResidencyConfig(_Strict):

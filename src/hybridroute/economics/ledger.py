@@ -1,13 +1,14 @@
 """The cost ledger: every charge recorded, budgets kept with reserve → settle → release.
 
-Before a request is sent upstream, its worst-case cost (an estimate from the prompt and
-`max_tokens`, at the dearest route it may use) is *reserved* against every budget that applies
-to it: the global budget and its tenant's, each over its day and its month. A reservation that
-would take a budget past its limit is refused (429 with Retry-After), except for `critical`
-priority, which is always served. When the request ends, the reservation is *settled* to what
-the request's attempts actually cost (or *released*, when nothing was charged). So concurrent
-requests cannot together spend past a limit by more than the gap between one request's
-estimate and its actual cost.
+Before a request is sent upstream, its worst-case cost (from the prompt, `max_tokens` and the
+attempts its decision allows, at the dearest route; `gateway.accounting`) is *reserved* against
+every budget that applies to it: the global budget and its tenant's, each over its day and its
+month. A reservation that would take a budget past its limit is refused (429 with Retry-After:
+a few seconds when only reservations of requests in flight stand in the way, else the time to
+the window's reset), except for `critical` priority, which is always served. When the request
+ends, the reservation is *settled* to what the request's attempts actually cost (or *released*,
+when nothing was charged). So concurrent requests cannot together spend past a limit, unless a
+request's actual usage exceeds its estimate (a prompt that tokenises to more than estimated).
 
 Utilisation is settled spend over the limit. Crossing `info_at` (80 %), `critical_at` (95 %)
 and 100 % fires a `BudgetEvent` once per window; a fired threshold re-arms only when
@@ -44,6 +45,8 @@ __all__ = ["BudgetEvent", "BudgetStatus", "CostLedger", "LedgerSnapshot", "Reser
 log = logging.getLogger("hybridroute.budgets")
 
 GLOBAL = "global"
+_RETENTION_EVERY_S = 6 * 3600
+_IN_FLIGHT_RETRY_S = 5  # Retry-After when only reservations of requests in flight refuse one
 _THRESHOLD_NAMES = ("info", "critical", "exhausted")
 _SEVERITY = {"info": "info", "critical": "critical", "exhausted": "critical"}
 
@@ -282,6 +285,7 @@ class CostLedger:
         *,
         flush_interval_s: float = 0.2,
         keep_events: int = 200,
+        retention_days: int = 400,
     ) -> None:
         self.config = config
         self.currency = currency
@@ -304,6 +308,7 @@ class CostLedger:
         self._listeners: list[BudgetListener] = [_log_event]
         self._events: list[BudgetEvent] = []
         self._keep_events = keep_events
+        self._retention_days = retention_days
         self.charges = BatchWriter(
             "charges", store.append_charges, clock, flush_interval_s=flush_interval_s
         )
@@ -327,6 +332,22 @@ class CostLedger:
         await self._restore()
         supervisor.spawn(self.charges.run(), name="ledger-charges-writer")
         supervisor.spawn(self.budget_events.run(), name="ledger-events-writer")
+        supervisor.spawn(self._retain(), name="ledger-retention")
+
+    async def _retain(self) -> None:
+        """Delete records older than the retention period, now and every six hours."""
+        while True:
+            cutoff = self._clock.now() - self._retention_days * 86_400
+            try:
+                removed = await self.store.purge(Window.containing(Period.DAILY, cutoff).key)
+            except Exception:  # the store is away: try again next time
+                log.exception("could not delete ledger records past their retention")
+            else:
+                if removed:
+                    log.info(
+                        "deleted %d ledger records past %d days", removed, self._retention_days
+                    )
+            await self._clock.sleep(_RETENTION_EVERY_S)
 
     async def flush(self) -> None:
         """Write every pending charge and event now."""
@@ -396,17 +417,7 @@ class CostLedger:
         if priority is not Priority.CRITICAL:
             for account in accounts:
                 if account.spent + account.reserved + estimate > account.limit:
-                    raise BudgetRefused(
-                        f"the {account.budget} {account.period.value} budget "
-                        f"({account.window.key}) cannot cover this request: "
-                        f"{money_text(account.spent)} spent and "
-                        f"{money_text(account.reserved)} reserved of "
-                        f"{money_text(account.limit)} {self.currency}, and this request may "
-                        f"cost up to {money_text(estimate)}; "
-                        f"{priority.value}-priority work waits for the window to reset "
-                        "(critical work is still served)",
-                        retry_after_s=self._retry_after(account, now),
-                    )
+                    raise self._refusal(account, priority, estimate, now)
         for account in accounts:
             account.reserved += estimate
         return Reservation(tenant, estimate, accounts)
@@ -503,6 +514,33 @@ class CostLedger:
         if ratio >= self._info_at:
             return BudgetLevel.ELEVATED
         return BudgetLevel.NORMAL
+
+    def _refusal(
+        self, account: _Account, priority: Priority, estimate: Decimal, now: float
+    ) -> BudgetRefused:
+        """Why a reservation does not fit, in words for the caller. Amounts are given for the
+        caller's own tenant budget only; the global budget's state is the operator's."""
+        where = f"{account.period.value} budget ({account.window.key})"
+        if account.budget == GLOBAL:
+            state = f"the gateway's {where} cannot cover this request now"
+        else:
+            state = (
+                f"your {where} cannot cover this request: {money_text(account.spent)} spent "
+                f"and {money_text(account.reserved)} held for requests in flight of "
+                f"{money_text(account.limit)} {self.currency}, and this request may cost up to "
+                f"{money_text(estimate)}"
+            )
+        if account.spent + estimate <= account.limit:
+            # Only requests in flight stand in the way: they settle within seconds.
+            return BudgetRefused(
+                f"{state}; requests in flight hold the rest of it, retry shortly",
+                retry_after_s=_IN_FLIGHT_RETRY_S,
+            )
+        return BudgetRefused(
+            f"{state}; {priority.value}-priority work waits for the window to reset "
+            "(critical work is still served)",
+            retry_after_s=self._retry_after(account, now),
+        )
 
     def _retry_after(self, account: _Account, now: float) -> int:
         left = math.ceil(account.window.seconds_left(now))

@@ -1,8 +1,8 @@
 """The price table: per route, and per model on a route, input and output per 1,000 tokens.
 
 Costs are exact decimals, rounded half-to-even to 10^-10 of the currency per charge. A route
-without a price costs nothing and is reported as unpriced (the configuration refuses that as
-soon as budgets are configured).
+without a price costs nothing (the configuration refuses that as soon as budgets are
+configured).
 """
 
 from __future__ import annotations

@@ -1,19 +1,24 @@
 """Accounting for one request: what to reserve before it is sent, what its attempts cost after.
 
-The reservation is the worst case: the prompt's estimated tokens plus 20 % (and 8 tokens of
-framing) as input and the request's `max_tokens` as output, priced at the dearest route the
-decision may use. After the request, each attempt that may have been billed becomes a charge:
+After the request, each attempt that an upstream may have billed becomes a charge:
 
 - the attempt that served the answer: the usage its route reported (or estimated, and marked);
-- a hedge race's loser, cancelled mid-way: the prompt's estimated input tokens and, as output,
-  as many tokens as the winner produced (it was writing the same answer), marked estimated;
-- an attempt that timed out (the upstream may have worked on it): the prompt's estimated input
-  tokens, marked estimated;
+- the loser of a hedge race, cancelled mid-way: the prompt's estimated input tokens and, for a
+  completion, as many output tokens as the winner produced (it was writing the same answer);
+  for a stream, whose race ends at the winner's first event, no output;
+- an attempt that timed out, or was still running when the request ended (the client left, the
+  gateway stopped): the prompt's estimated input tokens;
 - a stream cut off after it started: the prompt's estimated input tokens and the estimated
-  tokens of the text relayed so far, marked estimated.
+  tokens of the text relayed so far.
 
-Attempts the upstream refused or failed before working on them (errors, breaker skips, sheds)
-are not charged. Cache hits are never charged.
+Estimated counts are marked `estimated`. Attempts the upstream refused or failed before working
+on them (errors, breaker skips, sheds) are not charged; cache hits are never charged.
+
+The reservation held against budgets before the request is sent covers the most these rules can
+charge it, at the dearest route its decision may use: one whole answer — the prompt's estimated
+tokens plus 20 % (and 8 of framing) in, `max_tokens` out — two when the decision hedges (the
+loser of a completion's race is charged the winner's output), and the input of every further
+attempt the decision allows (each route's first try and its retries).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from hybridroute._clock import Clock
 from hybridroute.economics import CostLedger, PriceTable, Reservation
 from hybridroute.economics.pricing import ZERO
 from hybridroute.economics.pricing import money_text as format_cost
-from hybridroute.errors import AllRoutesFailed
+from hybridroute.monitoring.records import HEDGE_CANCELLED
 from hybridroute.providers import Route
 from hybridroute.routing.policy import Decision
 from hybridroute.storage.records import ChargeRecord
@@ -35,10 +40,9 @@ from hybridroute.types import (
     GenerationRequest,
     RouteId,
     Usage,
-    estimate_tokens,
 )
 
-__all__ = ["Accountant", "attempts_of", "format_cost", "prompt_tokens"]
+__all__ = ["Accountant", "format_cost", "prompt_tokens"]
 
 _TIMEOUT_CODE = "upstream_timeout"
 _RESERVE_MARGIN = 1.2
@@ -49,25 +53,6 @@ def prompt_tokens(request: GenerationRequest) -> int:
     """The estimated input tokens of a request (system text and every message)."""
     text = sum(len(s) for s in request.system) + sum(len(m.content) for m in request.messages)
     return (text + 3) // 4 + 4 * len(request.messages)
-
-
-def attempts_of(failed: AllRoutesFailed) -> list[Attempt]:
-    """The attempts listed in an all-routes-failed error, as far as charging needs them."""
-    attempts = []
-    for entry in failed.attempts:
-        try:
-            outcome = AttemptOutcome(str(entry.get("outcome")))
-        except ValueError:
-            continue
-        attempts.append(
-            Attempt(
-                str(entry.get("route")),
-                outcome,
-                float(entry.get("duration_ms", 0.0)),
-                code=entry.get("code"),
-            )
-        )
-    return attempts
 
 
 class Accountant:
@@ -90,15 +75,18 @@ class Accountant:
         return self.prices.currency
 
     def estimate(self, decision: Decision, request: GenerationRequest) -> Decimal:
-        """The most this request may cost: what is reserved against budgets."""
+        """The most this request may cost under the charging rules: what is reserved."""
         inp = int(prompt_tokens(request) * _RESERVE_MARGIN) + _RESERVE_FRAMING_TOKENS
-        worst = ZERO
+        answer = input_only = ZERO
         for route_id in decision.routes:
             model = self._routes[route_id].model_for(request.operation_type)
             price = self.prices.price(route_id, model)
             if price is not None:
-                worst = max(worst, price.cost(inp, request.max_tokens))
-        return worst
+                answer = max(answer, price.cost(inp, request.max_tokens))
+                input_only = max(input_only, price.cost(inp, 0))
+        attempts = len(decision.routes) * (1 + decision.rule.retries)
+        answers = 2 if decision.hedge and attempts >= 2 else 1
+        return answer * answers + input_only * (attempts - answers)
 
     async def reserve(
         self, decision: Decision, request: GenerationRequest, tenant: str
@@ -116,18 +104,21 @@ class Accountant:
         attempts: Sequence[Attempt],
         *,
         served: tuple[RouteId, str, Usage] | None = None,
-        cut: tuple[RouteId, str, str] | None = None,
+        cut: tuple[RouteId, str, int] | None = None,
+        in_flight: Sequence[RouteId] = (),
+        stream: bool = False,
     ) -> list[ChargeRecord]:
         """The charges of a finished request.
 
-        `attempts` are the request's attempts as the executor reported them when it found its
-        answer (the winner's is `ok` and is charged through `served` or `cut`). `served` is
-        (route, model, usage) of the answer the client got; `cut` is (route, model, text
-        relayed) of a stream that ended before its final event.
+        `attempts` are the request's attempts as the executor reported them (the winner's is
+        `ok` and is charged through `served` or `cut`); `in_flight` the routes of attempts
+        still running when the request ended. `served` is (route, model, usage) of the answer
+        the client got; `cut` is (route, model, characters relayed) of a stream that ended
+        before its final event. `stream`: the race, if any, ended at the first event.
         """
         now = self._clock.now()
         estimated_input = prompt_tokens(request)
-        won_output = served[2].output_tokens if served is not None else 0
+        won_output = served[2].output_tokens if served is not None and not stream else 0
         charges: list[ChargeRecord] = []
 
         def add(route: RouteId, model: str, kind: str, usage: Usage) -> None:
@@ -148,17 +139,27 @@ class Accountant:
                 )
             )
 
+        input_only = Usage(estimated_input, 0, True)
         for attempt in attempts:
             model = self._routes[attempt.route].model_for(request.operation_type)
-            if attempt.outcome is AttemptOutcome.CANCELLED:
+            if attempt.outcome is AttemptOutcome.CANCELLED and attempt.code == HEDGE_CANCELLED:
                 add(attempt.route, model, "hedge_loser", Usage(estimated_input, won_output, True))
-            elif attempt.outcome is AttemptOutcome.FAILED and attempt.code == _TIMEOUT_CODE:
-                add(attempt.route, model, "abandoned", Usage(estimated_input, 0, True))
+            elif attempt.outcome is AttemptOutcome.CANCELLED or (
+                attempt.outcome is AttemptOutcome.FAILED and attempt.code == _TIMEOUT_CODE
+            ):
+                add(attempt.route, model, "abandoned", input_only)
+        for route in in_flight:
+            add(
+                route,
+                self._routes[route].model_for(request.operation_type),
+                "abandoned",
+                input_only,
+            )
         if served is not None:
             add(served[0], served[1], "served", served[2])
         if cut is not None:
-            route, model, text = cut
-            add(route, model, "stream_cut", Usage(estimated_input, estimate_tokens(text), True))
+            route, model, relayed = cut
+            add(route, model, "stream_cut", Usage(estimated_input, (relayed + 3) // 4, True))
         return charges
 
     async def settle(

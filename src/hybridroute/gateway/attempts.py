@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from hybridroute.errors import AllRoutesFailed, UpstreamThrottled, UpstreamTimeout
 from hybridroute.errors import UpstreamUnavailable as _Unavailable
-from hybridroute.types import Attempt, AttemptOutcome
+from hybridroute.types import Attempt, AttemptOutcome, RouteId
 
 __all__ = ["DEADLINE_CODES", "Attempt", "AttemptLog", "all_routes_failed", "summarise"]
 
@@ -28,23 +28,32 @@ class AttemptLog:
     order whatever order they end in. Attempts that were never started (skipped) are `add`ed.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_running")
 
     def __init__(self) -> None:
         self._entries: list[Attempt | None] = []
+        self._running: dict[int, RouteId] = {}
 
     def add(self, attempt: Attempt) -> None:
         """Record an attempt that is already over (or was never started)."""
         self._entries.append(attempt)
 
-    def start(self) -> int:
-        """Hold a place for an attempt that starts now; returns the place."""
+    def start(self, route: RouteId) -> int:
+        """Hold a place for an attempt on `route` that starts now; returns the place."""
         self._entries.append(None)
-        return len(self._entries) - 1
+        place = len(self._entries) - 1
+        self._running[place] = route
+        return place
 
     def finish(self, place: int, attempt: Attempt) -> None:
         """Fill in the outcome of the attempt started at `place`."""
         self._entries[place] = attempt
+        self._running.pop(place, None)
+
+    def in_flight(self) -> tuple[RouteId, ...]:
+        """Routes of attempts that started and have no outcome (e.g. the request was cancelled
+        while they ran): the upstream may have worked on them."""
+        return tuple(self._running.values())
 
     @property
     def any_recorded(self) -> bool:

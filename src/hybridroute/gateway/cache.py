@@ -9,6 +9,7 @@ never sees another's answer. Errors are never stored: only a finished answer rea
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from hybridroute.types import CacheDirective, ChatRequest, GenerationRequest
 __all__ = ["CacheLookup", "ResponseCache", "cache_settings"]
 
 _MIB, _KIB = 1024 * 1024, 1024
+_PURGE_SLICE = 2_000
 
 
 def cache_settings(config: CacheConfig, operation_types: list[str]) -> CacheSettings:
@@ -63,6 +65,7 @@ class CacheLookup:
     tags: tuple[str, ...] = ()
     read: bool = False  # answer from the cache when an entry exists
     write: bool = False  # store a fresh answer
+    invalidations: tuple[int, ...] = ()  # invalidations of its tags when looked up
 
 
 _OFF = CacheLookup("off", "the response cache is disabled")
@@ -90,6 +93,10 @@ class ResponseCache:
             max_entry_bytes=settings.max_entry_bytes,
         )
         self.always_aggressive = aggressive
+        # How often each tag (index 0: everything) was invalidated. An answer is stored only if
+        # none of its tags was invalidated since its request was looked up, so an answer
+        # computed before an invalidation cannot outlive it.
+        self._invalidations: dict[str, int] = {}
 
     @property
     def max_entry_bytes(self) -> int:
@@ -113,12 +120,32 @@ class ResponseCache:
         scope = CacheScope(tenant, chat.residency)
         key = cache_key(generation, scope)
         tags = (*tags_for(generation, scope), _tag(tenant, op))
+        seen = self._invalidation_counts(tags)
         if chat.cache is CacheDirective.NO_CACHE:
             self.stats.record_bypass(op, tenant)
             return CacheLookup(
-                "bypass", "Cache-Control: no-cache", key, verdict.ttl_s, tags, write=True
+                "bypass",
+                "Cache-Control: no-cache",
+                key,
+                verdict.ttl_s,
+                tags,
+                write=True,
+                invalidations=seen,
             )
-        return CacheLookup("miss", verdict.reason, key, verdict.ttl_s, tags, read=True, write=True)
+        return CacheLookup(
+            "miss",
+            verdict.reason,
+            key,
+            verdict.ttl_s,
+            tags,
+            read=True,
+            write=True,
+            invalidations=seen,
+        )
+
+    def _invalidation_counts(self, tags: tuple[str, ...]) -> tuple[int, ...]:
+        counts = self._invalidations
+        return (counts.get("", 0), *(counts.get(tag, 0) for tag in tags))
 
     async def lookup(self, lookup: CacheLookup, chat: ChatRequest) -> CachedResponse | None:
         """The cached answer, if there is one (counted as a hit or a miss)."""
@@ -137,6 +164,8 @@ class ResponseCache:
         """Keep a fresh answer for the lookup's TTL; False when the store refused it."""
         if not lookup.write or lookup.key is None:
             return False
+        if self._invalidation_counts(lookup.tags) != lookup.invalidations:
+            return False  # invalidated while the answer was being made
         stored = await self.store.put(lookup.key, entry, ttl_s=lookup.ttl_s, tags=lookup.tags)
         if stored:
             self.stats.record_store(chat.operation_type, chat.tenant)
@@ -151,7 +180,10 @@ class ResponseCache:
         async def purger() -> None:
             while True:
                 await self._clock.sleep(interval_s)
-                purge()
+                swept = purge(_PURGE_SLICE)
+                while swept == _PURGE_SLICE:  # a big sweep in slices: requests go in between
+                    await asyncio.sleep(0)
+                    swept = purge(_PURGE_SLICE)
 
         supervisor.spawn(purger(), name="cache-purger")
 
@@ -164,8 +196,11 @@ class ResponseCache:
         """Drop entries of a tenant, an operation type, or both together; everything when
         neither is given. Returns how many were dropped."""
         if tenant is None and operation_type is None:
+            self._invalidations[""] = self._invalidations.get("", 0) + 1
             return await self.store.invalidate(everything=True)
-        return await self.store.invalidate(tags=[_tag(tenant, operation_type)])
+        tag = _tag(tenant, operation_type)
+        self._invalidations[tag] = self._invalidations.get(tag, 0) + 1
+        return await self.store.invalidate(tags=[tag])
 
     def snapshot(self) -> dict[str, Any]:
         return {

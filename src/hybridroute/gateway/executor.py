@@ -239,9 +239,12 @@ class Executor:
 
     # -- the two entry points --------------------------------------------------------------------
 
-    async def complete(self, decision: Decision, request: GenerationRequest) -> Served:
-        """Serve a request as one completion."""
-        log_ = AttemptLog()
+    async def complete(
+        self, decision: Decision, request: GenerationRequest, log: AttemptLog | None = None
+    ) -> Served:
+        """Serve a request as one completion. A caller that passes `log` can read the attempts
+        (and those still in flight) when this raises."""
+        log_ = log if log is not None else AttemptLog()
         win = await self._serve(decision, request, log_, _call_complete, _no_discard)
         elapsed = self._clock.monotonic() - win.started
         win.ticket.succeed(elapsed)
@@ -263,9 +266,12 @@ class Executor:
             hedged=win.hedged,
         )
 
-    async def open_stream(self, decision: Decision, request: GenerationRequest) -> OpenStream:
-        """Start a stream: fall back (or hedge) freely until a route yields its first event."""
-        log_ = AttemptLog()
+    async def open_stream(
+        self, decision: Decision, request: GenerationRequest, log: AttemptLog | None = None
+    ) -> OpenStream:
+        """Start a stream: fall back (or hedge) freely until a route yields its first event.
+        `log` as for `complete`."""
+        log_ = log if log is not None else AttemptLog()
         win = await self._serve(
             decision,
             request,
@@ -380,7 +386,7 @@ class Executor:
                     break
                 budget = self._budget(decision, route, share=share, cap_s=cap_s)
                 outcome = await self._attempt(
-                    ticket, request, call, budget, attempts.start(), capped=budget == cap_s
+                    ticket, request, call, budget, attempts.start(route.id), capped=budget == cap_s
                 )
                 if isinstance(outcome, _Win):
                     return outcome
@@ -612,7 +618,7 @@ class Executor:
 
         def start(ticket: _Ticket, route: Route) -> asyncio.Task[_Win[T] | _Failure]:
             budget = self._budget(decision, route, share=False, cap_s=cap_s)
-            place = attempts.start()  # held in start order, whichever racer ends first
+            place = attempts.start(route.id)  # held in start order, whichever racer ends first
             attempt = self._attempt(ticket, request, call, budget, place, capped=budget == cap_s)
             task = loop.create_task(attempt)
             racers[task] = _Racer(ticket, self._clock.monotonic(), place)

@@ -1,11 +1,12 @@
 """A stream that is charged and cached as it is relayed.
 
-`MeteredStream` wraps the executor's `OpenStream`: it passes every event on, keeps the text
-for the cache (up to the cache's entry limit) and, when the stream ends, settles the request's
-budget reservation. A stream that reaches its final event is charged the usage its route
-reported and may be stored in the cache; one that ends early (the route failed, the deadline
-passed, the client left) is charged an estimate for what was relayed and is never cached. The
-charge is settled before the final event is handed on, so the caller can report the cost.
+`MeteredStream` wraps the executor's `OpenStream`: it passes every event on, keeps the text for
+the cache (up to the cache's entry limit) and a count of what it relayed, and when the stream
+ends it settles the request's budget reservation. A stream that reaches its final event is
+charged the usage its route reported and may be stored in the cache; one that ends early (the
+route failed, the deadline passed, the client left) is charged an estimate for what was relayed
+and is never cached. The charge is settled before the final event is handed on, so the caller
+can report the cost.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from hybridroute.types import Attempt, StreamEnd, StreamEvent, TextDelta
 
 __all__ = ["MeteredStream", "StreamFinished"]
 
-# (text relayed, the final event or None when it ended early, recorder) -> the request's cost
-StreamFinished = Callable[[str, StreamEnd | None, StreamRecorder | None], Awaitable[Decimal]]
+# (characters relayed, the final event or None when it ended early, recorder) -> the cost
+StreamFinished = Callable[[int, StreamEnd | None, StreamRecorder | None], Awaitable[Decimal]]
 
 
 class MeteredStream:
@@ -36,7 +37,7 @@ class MeteredStream:
     ) -> None:
         self._opened = opened
         self._finished = finished
-        self._parts: list[str] = []
+        self._relayed = 0  # characters of text passed on
         self._recorder = StreamRecorder(record_for_cache) if record_for_cache else None
         self._done = False
         self.cost: Decimal | None = None
@@ -72,7 +73,7 @@ class MeteredStream:
         """Every event of the stream; the cost is known once the final event arrives."""
         async for event in self._opened.events():
             if isinstance(event, TextDelta):
-                self._parts.append(event.text)
+                self._relayed += len(event.text)
                 if self._recorder is not None:
                     self._recorder.add(event.text)
             elif isinstance(event, StreamEnd):
@@ -83,7 +84,7 @@ class MeteredStream:
         if self._done:
             return
         self._done = True
-        self.cost = await self._finished("".join(self._parts), end, self._recorder)
+        self.cost = await self._finished(self._relayed, end, self._recorder)
 
     async def aclose(self) -> None:
         """Stop reading; a stream that did not reach its end is charged as cut off."""

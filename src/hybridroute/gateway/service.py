@@ -16,6 +16,7 @@ One request goes through these steps, each a method the API layer calls in turn:
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ from hybridroute._clock import Clock
 from hybridroute.caching import CachedResponse, StreamRecorder
 from hybridroute.config.schema import OperationParams
 from hybridroute.economics import CostLedger, PriceTable, Reservation
-from hybridroute.errors import AllRoutesFailed
-from hybridroute.gateway.accounting import Accountant, attempts_of
+from hybridroute.gateway.accounting import Accountant
+from hybridroute.gateway.attempts import AttemptLog
 from hybridroute.gateway.cache import CacheLookup, ResponseCache
 from hybridroute.gateway.executor import Executor, Served
 from hybridroute.gateway.metered import MeteredStream
@@ -41,6 +42,8 @@ from hybridroute.signals import BudgetLevel, BudgetView
 from hybridroute.types import ChatRequest, GenerationRequest, RouteId, StreamEnd
 
 __all__ = ["DEFAULT_MAX_TOKENS", "Answer", "DecisionIds", "Gateway", "Prepared"]
+
+log = logging.getLogger("hybridroute.gateway")
 
 DEFAULT_MAX_TOKENS = 1024
 _NO_PARAMS = OperationParams()
@@ -106,6 +109,7 @@ class Gateway:
         accountant: Accountant,
         cache: ResponseCache,
         tenants: TenantDirectory,
+        max_output_tokens: int | None = None,
     ) -> None:
         self.matrix = matrix
         self.topology = topology
@@ -114,6 +118,7 @@ class Gateway:
         self.accountant = accountant
         self.cache = cache
         self.tenants = tenants
+        self.max_output_tokens = max_output_tokens
         self._executor = executor
         self._operations = dict(operations)
         self._clock = clock
@@ -197,21 +202,22 @@ class Gateway:
         self,
         prepared: Prepared,
         decision: Decision,
-        start: Callable[[Decision, GenerationRequest], Awaitable[T]],
+        start: Callable[[Decision, GenerationRequest, AttemptLog], Awaitable[T]],
     ) -> tuple[T, Reservation | None]:
-        """Reserve the request's worst case, then run `start`; when it fails, settle the
-        reservation to what its attempts cost (a timeout may have been billed) and re-raise."""
+        """Reserve the request's worst case, then run `start`. When it fails — no route served,
+        a request fault, the client left — settle the reservation to what its attempts may have
+        cost (timed out, cancelled, or still running) and re-raise."""
         chat, generation = prepared.chat, prepared.generation
         accountant = self.accountant
         reservation = await accountant.reserve(decision, generation, chat.tenant)
+        log = AttemptLog()
         try:
-            return await start(decision, generation), reservation
-        except AllRoutesFailed as failed:
-            charges = accountant.charges(generation, chat.tenant, attempts_of(failed))
-            await accountant.settle(reservation, charges)
-            raise
+            return await start(decision, generation, log), reservation
         except BaseException:
-            await accountant.settle(reservation, ())
+            charges = accountant.charges(
+                generation, chat.tenant, log.done(), in_flight=log.in_flight()
+            )
+            await accountant.settle(reservation, charges)
             raise
 
     async def complete(self, prepared: Prepared, decision: Decision) -> Answer:
@@ -239,8 +245,15 @@ class Gateway:
                 cost=cost,
                 created_at=self._clock.now(),
             )
-            await self.cache.store_answer(lookup, chat, entry)
+            await self._keep(lookup, chat, entry)
         return Answer(served, cost, lookup)
+
+    async def _keep(self, lookup: CacheLookup, chat: ChatRequest, entry: CachedResponse) -> None:
+        """Store an answer in the cache; a cache that fails costs the answer nothing."""
+        try:
+            await self.cache.store_answer(lookup, chat, entry)
+        except Exception:  # the answer is paid for and on its way: log, do not fail it
+            log.exception("could not store an answer in the response cache")
 
     async def open_stream(self, prepared: Prepared, decision: Decision) -> MeteredStream:
         """Start a stream: reserve, open (fallback or hedge until the first event), and settle
@@ -253,15 +266,15 @@ class Gateway:
         lookup = prepared.cache
 
         async def finished(
-            text: str, end: StreamEnd | None, recorder: StreamRecorder | None
+            relayed: int, end: StreamEnd | None, recorder: StreamRecorder | None
         ) -> Decimal:
             if end is None:
                 charges = accountant.charges(
-                    generation, chat.tenant, attempts, cut=(route, model, text)
+                    generation, chat.tenant, attempts, cut=(route, model, relayed), stream=True
                 )
                 return await accountant.settle(reservation, charges)
             charges = accountant.charges(
-                generation, chat.tenant, attempts, served=(route, model, end.usage)
+                generation, chat.tenant, attempts, served=(route, model, end.usage), stream=True
             )
             cost = await accountant.settle(reservation, charges)
             if recorder is not None and not recorder.overflowed:
@@ -274,7 +287,7 @@ class Gateway:
                     cost=cost,
                     created_at=self._clock.now(),
                 )
-                await self.cache.store_answer(lookup, chat, entry)
+                await self._keep(lookup, chat, entry)
             return cost
 
         record = self.cache.max_entry_bytes if lookup.write else None

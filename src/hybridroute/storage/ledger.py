@@ -43,6 +43,10 @@ class LedgerStore(Protocol):
         """Budget events at or after `since`, oldest first."""
         ...
 
+    async def purge(self, before_day: str) -> int:
+        """Delete charges and budget events of UTC days before `before_day`; how many."""
+        ...
+
     def describe(self) -> str:
         """Where the records live, in words (for logs and `hybridroute cost`)."""
         ...

@@ -13,6 +13,7 @@ from hybridroute.storage.records import (
     BudgetEventRecord,
     ChargeRecord,
     SpendRow,
+    day_of,
     from_units,
     to_units,
 )
@@ -62,6 +63,15 @@ class MemoryLedgerStore:
 
     async def budget_events(self, since: float) -> list[BudgetEventRecord]:
         return sorted((e for e in self._events if e.at >= since), key=lambda e: e.at)
+
+    async def purge(self, before_day: str) -> int:
+        old = [key for key in self._rows if key[0] < before_day]
+        for key in old:
+            del self._rows[key]
+        kept = [e for e in self._events if day_of(e.at) >= before_day]
+        removed = len(old) + len(self._events) - len(kept)
+        self._events = kept
+        return removed
 
     def describe(self) -> str:
         return "in memory (nothing survives a restart)"

@@ -9,6 +9,7 @@ version is kept in `PRAGMA user_version`; `open()` creates or upgrades it.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -260,6 +261,17 @@ class SqliteLedgerStore:
             ]
 
         return await self._run(read)
+
+    async def purge(self, before_day: str) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            with conn:
+                conn.execute("BEGIN")
+                charges = conn.execute("DELETE FROM charges WHERE day < ?", (before_day,))
+                start = dt.datetime.fromisoformat(before_day).replace(tzinfo=dt.UTC).timestamp()
+                events = conn.execute("DELETE FROM budget_events WHERE at < ?", (start,))
+                return int(charges.rowcount + events.rowcount)
+
+        return await self._run(delete)
 
     def describe(self) -> str:
         return f"SQLite file {self.path.resolve()}"

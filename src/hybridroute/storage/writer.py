@@ -65,7 +65,7 @@ class BatchWriter(Generic[R]):
         self._buffer.append(record)
         if len(self._buffer) >= self._max_batch:
             self._wake.set()
-        if len(self._buffer) == self._warn_backlog:
+        if len(self._buffer) % self._warn_backlog == 0:  # every so many records behind
             log.warning(
                 "%s: %d records are waiting to be written (last error: %s)",
                 self.name,
