@@ -481,7 +481,7 @@ async def test_tenant_budgets_apply_only_to_their_tenant_and_global_to_all():
     assert (await ledger.reserve("b", MED, Decimal("5.5"))).amount == Decimal("5.5")
     assert (await ledger.reserve("c", MED, Decimal("50"))).amount == Decimal(50)
     # the global budget is shared: 12 spent + 58.5 reserved leaves 29.5
-    with pytest.raises(BudgetRefused, match="the gateway.s daily budget"):
+    with pytest.raises(BudgetRefused, match="the gateway's daily budget"):
         await ledger.reserve("c", MED, Decimal("29.6"))
 
 
