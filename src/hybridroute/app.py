@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Callable
 
 from hybridroute._clock import Clock
@@ -31,10 +32,13 @@ _GC_YOUNG_THRESHOLD = 20_000
 class GatewayApp:
     """ASGI app: lifespan owns the runtime; HTTP goes to the data plane."""
 
-    def __init__(self, config: GatewayConfig, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, *, clock: Clock | None = None, alerting: bool = True
+    ) -> None:
         self.config = config
         self.runtime: Runtime | None = None
         self._clock = clock
+        self._alerting = alerting
         self._data_plane = DataPlane(lambda: self.runtime, config.server.max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,7 +51,7 @@ class GatewayApp:
         await receive()  # lifespan.startup
         runtime: Runtime | None = None
         try:
-            runtime = Runtime(self.config, clock=self._clock)
+            runtime = Runtime(self.config, clock=self._clock, alerting=self._alerting)
             await runtime.start()
         except Exception as exc:
             if isinstance(exc, GatewayError):  # an operator's problem, said in words
@@ -74,9 +78,12 @@ class GatewayApp:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def create_app(config: GatewayConfig, *, clock: Clock | None = None) -> GatewayApp:
-    """The gateway's ASGI app for a validated config."""
-    return GatewayApp(config, clock=clock)
+def create_app(
+    config: GatewayConfig, *, clock: Clock | None = None, alerting: bool = True
+) -> GatewayApp:
+    """The gateway's ASGI app for a validated config. `alerting`: evaluate alert rules and send
+    notifications (one worker of several does it)."""
+    return GatewayApp(config, clock=clock, alerting=alerting)
 
 
 async def run_gateway(
@@ -86,14 +93,24 @@ async def run_gateway(
     port: int,
     on_ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    sock: socket.socket | None = None,
+    alerting: bool = True,
 ) -> None:
-    """Serve the gateway until SIGINT/SIGTERM (or `stop` is set)."""
+    """Serve the gateway until SIGINT/SIGTERM (or `stop` is set). `sock`: a listening socket
+    shared with other worker processes (else one is bound to host:port)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server = EmbeddedServer(create_app(config), host=host, port=port, name="gateway", lifespan="on")
+    server = EmbeddedServer(
+        create_app(config, alerting=alerting),
+        host=host,
+        port=port,
+        name="gateway",
+        lifespan="on",
+        sock=sock,
+    )
     await server.start()
     if on_ready is not None:
         on_ready(server.url)

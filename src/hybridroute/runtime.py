@@ -15,6 +15,9 @@ import asyncio
 import time
 from types import TracebackType
 
+import httpx2 as httpx
+
+from hybridroute import __version__
 from hybridroute._clock import Clock, SystemClock
 from hybridroute._tasks import TaskSupervisor
 from hybridroute.config.schema import GatewayConfig
@@ -26,6 +29,11 @@ from hybridroute.gateway.support import BedrockSupportManager, SupportSettings
 from hybridroute.gateway.tenants import TenantDirectory
 from hybridroute.monitoring import HybridHealthMonitor
 from hybridroute.monitoring.monitor import MonitorSettings
+from hybridroute.notify import NotificationDispatcher, build_sinks
+from hybridroute.observability.alerts import AlertManager
+from hybridroute.observability.metrics import GatewayMetrics
+from hybridroute.observability.traffic import TrafficWindow
+from hybridroute.observability.watch import AlertNotifier, ObservabilityLoop
 from hybridroute.providers import Route, build_route
 from hybridroute.resilience.admission import AdmissionControl, AdmissionSettings
 from hybridroute.resilience.breaker import BreakerSettings, CircuitBreaker
@@ -50,6 +58,7 @@ class Runtime:
         clock: Clock | None = None,
         flags: FlagStore | None = None,
         ledger_store: LedgerStore | None = None,
+        alerting: bool = True,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -155,6 +164,34 @@ class Runtime:
             tenants=TenantDirectory(config.tenants),
             max_output_tokens=config.routing.max_output_tokens,
         )
+        # Observability: every finished request feeds the metrics and the traffic window; the
+        # loop samples gauges and (in the alerting process) evaluates the alert rules.
+        self.metrics = GatewayMetrics(self.topology.kinds, version=__version__)
+        self.traffic = TrafficWindow(started_at=self.clock.now())
+        self.gateway.add_observer(self.metrics.observe)
+        self.gateway.add_observer(self.traffic.record)
+        self._http = httpx.AsyncClient()
+        self.notifications = NotificationDispatcher(
+            build_sinks(config.alerts.sinks, self._http), self.clock
+        )
+        self.alerts = AlertManager(
+            config.alerts.rules, self.clock, notifier=AlertNotifier(self.notifications)
+        )
+        self.observability = ObservabilityLoop(
+            clock=self.clock,
+            traffic=self.traffic,
+            slo=config.slo,
+            metrics=self.metrics,
+            alerts=self.alerts,
+            ledger=self.ledger,
+            health=self.health,
+            monitor=self.monitor,
+            admission=self.admission,
+            route_kinds=self.topology.kinds,
+            support_mode=lambda: self.flags.current().bedrock_support_mode,
+            evaluate_every_s=config.alerts.evaluate_every_s,
+            alerting=alerting,
+        )
         self.started_at: float | None = None
 
     def _monitoring(self) -> bool:
@@ -170,14 +207,19 @@ class Runtime:
         self.prober.start()
         self.support.start(self.supervisor)
         self.cache.start(self.supervisor)
+        if self.observability.alerting:
+            self.notifications.start(self.supervisor)
+        self.supervisor.spawn(self.observability.run(), name="observability")
         self.started_at = time.time()
 
     async def aclose(self) -> None:
         await asyncio.gather(
             *(route.aclose() for route in self.routes.values()), return_exceptions=True
         )
+        await self.notifications.aclose()  # delivers what it can of what is queued
         await self.supervisor.aclose()
         await self.ledger.aclose()  # writes what is still pending, then closes the store
+        await self._http.aclose()
 
     async def __aenter__(self) -> Runtime:
         await self.start()

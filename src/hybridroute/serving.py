@@ -66,12 +66,14 @@ class EmbeddedServer:
         port: int = 0,
         name: str = "server",
         lifespan: str = "auto",
+        sock: socket.socket | None = None,
     ) -> None:
         self.name = name
         self._app = app
         self._host = host
         self._port = port
         self._lifespan = lifespan
+        self._sock = sock  # a listening socket to share (worker processes), else one is bound
         self._server: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = port
@@ -82,7 +84,7 @@ class EmbeddedServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        sock = bind_socket(self._host, self._port)
+        sock = self._sock if self._sock is not None else bind_socket(self._host, self._port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._app,

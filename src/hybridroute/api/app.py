@@ -9,8 +9,10 @@ endpoints (`api.admin`) are in the same table, each behind the admin guard.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
+from hybridroute.api import admin_metrics
 from hybridroute.api.admin import AdminGuard, health_status
 from hybridroute.api.admin_cost import cache_invalidate, cache_status, cost_report
 from hybridroute.api.chat import ChatEndpoint
@@ -59,7 +61,26 @@ class DataPlane:
             "/admin/cost": {"GET": admin_only(cost_report)},
             "/admin/cache": {"GET": admin_only(cache_status)},
             "/admin/cache/invalidate": {"POST": admin_only(cache_invalidate)},
+            "/metrics": {"GET": admin_metrics.metrics},
+            "/admin/metrics/routing-distribution": {
+                "GET": admin_only(admin_metrics.routing_distribution)
+            },
+            "/admin/metrics/provider-latencies": {
+                "GET": admin_only(admin_metrics.provider_latencies)
+            },
+            "/admin/metrics/cache-performance": {
+                "GET": admin_only(admin_metrics.cache_performance)
+            },
+            "/admin/metrics/error-breakdown": {"GET": admin_only(admin_metrics.error_breakdown)},
+            "/admin/slo": {"GET": admin_only(admin_metrics.slo)},
+            "/admin/health/circuit-breakers": {"GET": admin_only(admin_metrics.circuit_breakers)},
+            "/admin/alerts": {"GET": admin_only(admin_metrics.alerts)},
+            "/admin/config/slo-thresholds": {"PUT": admin_only(admin_metrics.slo_thresholds)},
         }
+        # Paths with a parameter in them, tried in order when no exact path matches.
+        self._patterns: list[tuple[re.Pattern[str], dict[str, _Handler]]] = [
+            (admin_metrics.ACKNOWLEDGE_PATH, {"POST": admin_only(admin_metrics.acknowledge_alert)})
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,6 +88,8 @@ class DataPlane:
         runtime = self._runtime()
         path: str = scope["path"]
         methods = self._table.get(path)
+        if methods is None:
+            methods = next((m for p, m in self._patterns if p.match(path)), None)
         try:
             if methods is None:
                 raise NotFound(

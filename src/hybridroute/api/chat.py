@@ -32,6 +32,7 @@ from hybridroute.api.http import (
     send_error,
     send_json,
 )
+from hybridroute.api.outcome import RequestReport
 from hybridroute.api.wire import (
     DONE,
     completion_body,
@@ -47,6 +48,7 @@ from hybridroute.gateway.accounting import format_cost
 from hybridroute.gateway.attempts import summarise
 from hybridroute.gateway.metered import MeteredStream
 from hybridroute.gateway.service import Prepared
+from hybridroute.observability.events import Outcome
 from hybridroute.routing.policy import Decision
 from hybridroute.types import Completion, StreamEnd, TextDelta
 
@@ -122,6 +124,27 @@ class ChatEndpoint:
 
     async def __call__(self, gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
+        report = RequestReport()
+        try:
+            await self._serve(gateway, scope, receive, send, started, report)
+        finally:
+            event = report.event(
+                at=gateway.clock.now(),
+                latency_s=perf_counter() - started,
+                currency=gateway.accountant.currency,
+            )
+            if event is not None:
+                gateway.observe(event)
+
+    async def _serve(
+        self,
+        gateway: Gateway,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        started: float,
+        report: RequestReport,
+    ) -> None:
         decision_id: str | None = None
         reason: str | None = None
         try:
@@ -135,21 +158,25 @@ class ChatEndpoint:
                 max_tokens_limit=gateway.max_output_tokens,
             )
             prepared = gateway.prepare(chat)
+            report.prepared(prepared)
             decision_id = prepared.decision_id
             hit = await gateway.cached(prepared)
             if hit is not None:
+                report.cached(hit)
                 await self._replay(gateway, prepared, hit, started, send)
                 return
             decision = gateway.decide(prepared)
+            report.decided(decision)
             reason = decision.reason
             with DisconnectWatch(receive, self._loop.get()) as watch:
                 if chat.stream:
-                    await self._stream(gateway, prepared, decision, started, send)
+                    await self._stream(gateway, prepared, decision, started, send, report)
                 else:
-                    await self._complete(gateway, prepared, decision, started, send)
+                    await self._complete(gateway, prepared, decision, started, send, report)
             if watch.client_gone:
                 log.info("client went away; request %s abandoned", decision_id)
         except GatewayError as error:
+            report.failed(error)
             if error.http_status() >= 500:
                 log.warning("request failed: %s", error.message)
             overhead = perf_counter() - started
@@ -159,6 +186,7 @@ class ChatEndpoint:
             log.exception("unexpected error serving chat request")
             overhead = perf_counter() - started
             internal = GatewayError("internal error; the gateway logged the details")
+            report.failed(internal)
             headers = _decision_headers(decision_id, None, False, overhead, reason=reason)
             await send_error(send, internal, headers)
 
@@ -220,8 +248,10 @@ class ChatEndpoint:
         decision: Decision,
         started: float,
         send: Send,
+        report: RequestReport,
     ) -> None:
         answer = await gateway.complete(prepared, decision)
+        report.served(answer)
         served = answer.served
         currency = gateway.accountant.currency
         body = completion_body(
@@ -261,8 +291,10 @@ class ChatEndpoint:
         decision: Decision,
         started: float,
         send: Send,
+        report: RequestReport,
     ) -> None:
         opened = await gateway.open_stream(prepared, decision)
+        report.streaming(opened.route, opened.attempts, opened.fallback)
         try:
             overhead = perf_counter() - started - opened.upstream_s
             attempts = summarise(opened.attempts) if len(opened.attempts) > 1 else None
@@ -279,7 +311,7 @@ class ChatEndpoint:
                 {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers}
             )
             try:
-                await self._relay(gateway, prepared, opened, send)
+                await self._relay(gateway, prepared, opened, send, started, report)
             except OSError:
                 raise
             except Exception as exc:  # the response has started: end it with an error event
@@ -289,12 +321,21 @@ class ChatEndpoint:
                     if isinstance(exc, GatewayError)
                     else GatewayError("internal error; the gateway logged the details")
                 )
+                report.stream_cut(failure, opened.cost)
                 await send({"type": "http.response.body", "body": error_event(failure)})
         finally:
             await opened.aclose()
+            if report.outcome is not Outcome.SERVED and opened.cost is not None:
+                report.cost = opened.cost  # a cut-off stream's charge is settled on close
 
     async def _relay(
-        self, gateway: Gateway, prepared: Prepared, opened: MeteredStream, send: Send
+        self,
+        gateway: Gateway,
+        prepared: Prepared,
+        opened: MeteredStream,
+        send: Send,
+        started: float,
+        report: RequestReport,
     ) -> None:
         completion_id = f"chatcmpl-{opened.decision.decision_id}"
         created = int(time.time())
@@ -307,8 +348,12 @@ class ChatEndpoint:
         try:
             async for event in opened.events():
                 if isinstance(event, TextDelta):
+                    if report.ttft_s is None:
+                        report.ttft_s = perf_counter() - started
                     await emit(sse_chunk(completion_id, created, model, {"content": event.text}))
                 elif isinstance(event, StreamEnd):
+                    cost = opened.cost or Decimal(0)
+                    report.stream_ended(event.usage, cost, model, opened.hedged)
                     extra: dict[str, Any] = {
                         "cache": prepared.cache.status,
                         "cost": format_cost(opened.cost or Decimal(0)),
@@ -322,4 +367,5 @@ class ChatEndpoint:
                     await emit(DONE, more=False)
         except StreamInterrupted as error:
             log.warning("stream %s interrupted: %s", opened.decision.decision_id, error.message)
+            report.stream_cut(error, opened.cost)
             await emit(error_event(error), more=False)

@@ -18,6 +18,7 @@ from hybridroute.config.defaults import (
     DEFAULT_REGION_SETS,
 )
 from hybridroute.config.economy import BudgetsConfig, CacheConfig, PricingConfig
+from hybridroute.config.observability import AlertsConfig, SloConfig, TracingConfig
 from hybridroute.config.platform import StorageConfig, TenantsConfig
 from hybridroute.types import Priority
 
@@ -364,6 +365,9 @@ class GatewayConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     tenants: TenantsConfig = Field(default_factory=TenantsConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    slo: SloConfig = Field(default_factory=SloConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     def breaker_for(self, route_id: str) -> BreakerConfig:
         """The breaker settings of a route: its own override, else the global ones."""

@@ -33,6 +33,7 @@ from hybridroute.gateway.cache import CacheLookup, ResponseCache
 from hybridroute.gateway.executor import Executor, Served
 from hybridroute.gateway.metered import MeteredStream
 from hybridroute.gateway.tenants import TenantDirectory
+from hybridroute.observability.events import RequestEvent
 from hybridroute.providers import Route
 from hybridroute.resilience.health import HealthBoard
 from hybridroute.routing.flags import FlagStore
@@ -119,12 +120,26 @@ class Gateway:
         self.cache = cache
         self.tenants = tenants
         self.max_output_tokens = max_output_tokens
+        self.clock = clock
+        self._observers: list[Callable[[RequestEvent], None]] = []
         self._executor = executor
         self._operations = dict(operations)
         self._clock = clock
         self._routes = dict(routes)
         self._ids = DecisionIds()
         self._cheaper = self._cheaper_routes(accountant.prices)
+
+    def add_observer(self, observer: Callable[[RequestEvent], None]) -> None:
+        """Hear every finished request (metrics, the SLO window, tracing)."""
+        self._observers.append(observer)
+
+    def observe(self, event: RequestEvent) -> None:
+        """A request ended: tell every observer (each is O(1) and must not raise)."""
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:  # an observer's bug must not fail the request
+                log.exception("request observer failed")
 
     @property
     def ledger(self) -> CostLedger:
