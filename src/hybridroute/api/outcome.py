@@ -31,9 +31,11 @@ class RequestReport:
     """One request's outcome, as far as it got."""
 
     __slots__ = (
+        "attempts",
         "budget_s",
         "cache",
         "cost",
+        "decision_id",
         "error_code",
         "fallback",
         "first_route",
@@ -46,6 +48,7 @@ class RequestReport:
         "output_tokens",
         "primary",
         "priority",
+        "reason",
         "route",
         "status",
         "stream",
@@ -74,6 +77,9 @@ class RequestReport:
         self.cost = Decimal(0)
         self.error_code: str | None = None
         self.model: str | None = None
+        self.decision_id: str | None = None
+        self.reason: str | None = None
+        self.attempts: tuple[Attempt, ...] = ()
 
     def prepared(self, prepared: Prepared) -> None:
         chat = prepared.chat
@@ -82,9 +88,11 @@ class RequestReport:
         self.tenant = chat.tenant
         self.stream = chat.stream
         self.cache = prepared.cache.status
+        self.decision_id = prepared.decision_id
 
     def cached(self, entry: CachedResponse) -> None:
         self.outcome, self.status = Outcome.CACHED, 200
+        self.reason = f"served from cache: answer from {entry.route}"
         self.cache = "hit"
         self.route = entry.route
         self.model = entry.model
@@ -94,6 +102,7 @@ class RequestReport:
         self.primary = decision.primary
         self.first_route = decision.routes[0] if decision.routes else None
         self.budget_s = decision.budget_ms / 1000.0
+        self.reason = decision.reason
 
     def served(self, answer: Answer) -> None:
         served = answer.served
@@ -102,6 +111,7 @@ class RequestReport:
         self.fallback = served.fallback
         self.hedged = served.hedged
         self.first_tried = _first_tried(served.attempts)
+        self.attempts = served.attempts
         self._usage(served.completion.usage, answer.cost, served.completion.model)
 
     def streaming(self, route: RouteId, attempts: tuple[Attempt, ...], fallback: bool) -> None:
@@ -111,6 +121,7 @@ class RequestReport:
         self.route = route
         self.fallback = fallback
         self.first_tried = _first_tried(attempts)
+        self.attempts = attempts
 
     def stream_ended(self, usage: Usage, cost: Decimal, model: str, hedged: bool) -> None:
         self.outcome = Outcome.SERVED
@@ -173,4 +184,7 @@ class RequestReport:
             currency=currency,
             error_code=self.error_code,
             model=self.model,
+            decision_id=self.decision_id,
+            reason=self.reason,
+            attempts=self.attempts,
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from hybridroute.types import RouteId
+from hybridroute.types import Attempt, RouteId
 
 __all__ = ["Outcome", "RequestEvent"]
 
@@ -66,6 +66,9 @@ class RequestEvent:
     currency: str = "USD"
     error_code: str | None = None
     model: str | None = None
+    decision_id: str | None = None
+    reason: str | None = None  # the decision's reason, in words
+    attempts: tuple[Attempt, ...] = ()  # in the order they started
 
     @property
     def decided(self) -> bool:
