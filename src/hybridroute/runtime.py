@@ -12,10 +12,13 @@ closes routes, drains background tasks (writing every pending record), then clos
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import time
 from types import TracebackType
 
 import httpx2 as httpx
+import orjson
 
 from hybridroute import __version__
 from hybridroute._clock import Clock, SystemClock
@@ -30,8 +33,9 @@ from hybridroute.gateway.tenants import TenantDirectory
 from hybridroute.monitoring import HybridHealthMonitor
 from hybridroute.monitoring.monitor import MonitorSettings
 from hybridroute.notify import NotificationDispatcher, build_sinks
-from hybridroute.observability.alerts import AlertManager
+from hybridroute.observability.alerts import AlertManager, Transition
 from hybridroute.observability.metrics import GatewayMetrics
+from hybridroute.observability.rollups import TrafficRecorder
 from hybridroute.observability.traffic import TrafficWindow
 from hybridroute.observability.watch import AlertNotifier, ObservabilityLoop
 from hybridroute.providers import Route, build_route
@@ -42,10 +46,18 @@ from hybridroute.resilience.probes import HealthProber
 from hybridroute.routing.flags import FlagStore, InMemoryFlagStore
 from hybridroute.routing.matrix import RoutingMatrix, Topology
 from hybridroute.signals import FlagState
-from hybridroute.storage import LedgerStore, open_ledger_store
+from hybridroute.storage import (
+    AlertEventRecord,
+    BatchWriter,
+    GatewayEventRecord,
+    RecordStore,
+    open_ledger_store,
+)
 from hybridroute.types import RouteId
 
 __all__ = ["Runtime"]
+
+log = logging.getLogger("hybridroute.runtime")
 
 
 class Runtime:
@@ -57,7 +69,7 @@ class Runtime:
         *,
         clock: Clock | None = None,
         flags: FlagStore | None = None,
-        ledger_store: LedgerStore | None = None,
+        ledger_store: RecordStore | None = None,
         alerting: bool = True,
     ) -> None:
         self.config = config
@@ -137,11 +149,12 @@ class Runtime:
             settings=SupportSettings(recovery_max_s=config.health.probe_interval_s),
         )
         self.prices = PriceTable.from_config(config.pricing)
+        self.store: RecordStore = ledger_store or open_ledger_store(config.storage)
         self.ledger = CostLedger(
             config.budgets,
             self.prices.currency,
             self.clock,
-            ledger_store or open_ledger_store(config.storage),
+            self.store,
             flush_interval_s=config.storage.flush_interval_ms / 1000.0,
             retention_days=config.storage.retention_days,
         )
@@ -192,7 +205,59 @@ class Runtime:
             evaluate_every_s=config.alerts.evaluate_every_s,
             alerting=alerting,
         )
+        # What the operations reports read back: hourly traffic, alert transitions, starts.
+        self.recorder = TrafficRecorder(self.traffic, self.store, self.clock)
+        self.alert_log: BatchWriter[AlertEventRecord] = BatchWriter(
+            "alert events",
+            self.store.append_alert_events,
+            self.clock,
+            flush_interval_s=config.storage.flush_interval_ms / 1000.0,
+        )
+        self.alerts.add_listener(self._log_alert)
         self.started_at: float | None = None
+
+    def _log_alert(self, transition: Transition) -> None:
+        alert = transition.alert
+        self.alert_log.submit(
+            AlertEventRecord(
+                at=transition.at,
+                alert_id=alert.id,
+                rule=alert.rule,
+                severity=alert.severity,
+                transition=transition.transition,
+                labels=orjson.dumps(dict(alert.labels)).decode(),
+                summary=alert.summary,
+                value=alert.value,
+                acknowledged_by=alert.acknowledged_by,
+            )
+        )
+
+    async def _record_start(self) -> None:
+        """Record this start, and a configuration change when the configuration differs from
+        the one the last start ran (the reports list both)."""
+        digest = hashlib.sha256(self.config.model_dump_json().encode()).hexdigest()
+        now = self.clock.now()
+        try:
+            last = await self.store.last_gateway_event("started")
+            events = [
+                GatewayEventRecord(
+                    now,
+                    "started",
+                    orjson.dumps({"version": __version__, "config": digest}).decode(),
+                )
+            ]
+            previous = orjson.loads(last.detail).get("config") if last is not None else None
+            if previous is not None and previous != digest:
+                events.append(
+                    GatewayEventRecord(
+                        now,
+                        "config_changed",
+                        orjson.dumps({"from": previous, "to": digest}).decode(),
+                    )
+                )
+            await self.store.append_gateway_events(events)
+        except Exception:  # the store is away: starting matters more than this record
+            log.exception("could not record the gateway's start")
 
     def _monitoring(self) -> bool:
         return self.flags.current().hybrid_health_monitoring
@@ -207,6 +272,10 @@ class Runtime:
         self.prober.start()
         self.support.start(self.supervisor)
         self.cache.start(self.supervisor)
+        await self.recorder.start()
+        await self._record_start()
+        self.supervisor.spawn(self.recorder.run(), name="traffic-rollups")
+        self.supervisor.spawn(self.alert_log.run(), name="alert-log-writer")
         if self.observability.alerting:
             self.notifications.start(self.supervisor)
         self.supervisor.spawn(self.observability.run(), name="observability")
@@ -218,6 +287,10 @@ class Runtime:
         )
         await self.notifications.aclose()  # delivers what it can of what is queued
         await self.supervisor.aclose()
+        try:
+            await self.alert_log.flush()
+        except Exception:  # the store is away: say so, the gateway still stops
+            log.exception("%d alert events could not be written", self.alert_log.pending)
         await self.ledger.aclose()  # writes what is still pending, then closes the store
         await self._http.aclose()
 

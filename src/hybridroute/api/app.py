@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from hybridroute.api import admin_metrics
 from hybridroute.api.admin import AdminGuard, health_status
 from hybridroute.api.admin_cost import cache_invalidate, cache_status, cost_report
+from hybridroute.api.admin_reports import daily_report, weekly_report
 from hybridroute.api.chat import ChatEndpoint
 from hybridroute.api.http import Receive, Scope, Send, send_error, send_json
 from hybridroute.api.status import health_body, models_body, readiness
@@ -76,6 +77,8 @@ class DataPlane:
             "/admin/health/circuit-breakers": {"GET": admin_only(admin_metrics.circuit_breakers)},
             "/admin/alerts": {"GET": admin_only(admin_metrics.alerts)},
             "/admin/config/slo-thresholds": {"PUT": admin_only(admin_metrics.slo_thresholds)},
+            "/admin/reports/daily": {"GET": admin_only(daily_report)},
+            "/admin/reports/weekly": {"GET": admin_only(weekly_report)},
         }
         # Paths with a parameter in them, tried in order when no exact path matches.
         self._patterns: list[tuple[re.Pattern[str], dict[str, _Handler]]] = [

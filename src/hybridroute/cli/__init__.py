@@ -1,4 +1,4 @@
-"""The `hybridroute` command line: serve, demo, route, health, cost, config, sim."""
+"""The `hybridroute` command line: serve, demo, route, health, cost, report, config, sim."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hybridroute.cli.config_cmd import config_group
 from hybridroute.cli.cost_cmd import cost_command
 from hybridroute.cli.demo_cmd import demo_command
 from hybridroute.cli.health_cmd import health_command
+from hybridroute.cli.report_cmd import report_command
 from hybridroute.cli.route_cmd import route_command
 from hybridroute.cli.serve_cmd import serve_command
 from hybridroute.cli.sim_cmd import sim_group
@@ -44,6 +45,7 @@ cli.add_command(demo_command)
 cli.add_command(route_command)
 cli.add_command(health_command)
 cli.add_command(cost_command)
+cli.add_command(report_command)
 cli.add_command(config_group)
 cli.add_command(sim_group)
 

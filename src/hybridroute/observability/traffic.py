@@ -702,6 +702,11 @@ class TrafficWindow:
         steps.reverse()
         return steps
 
+    def hour_bucket(self, index: int) -> TrafficTotals | None:
+        """The hour bucket `index` (hours since the epoch), if it is still kept; the caller
+        must not change it."""
+        return self._hours.get(index)
+
     def bucket_counts(self) -> tuple[int, int]:
         """(minute buckets, hour buckets) held now: for tests and a memory gauge."""
         return len(self._minutes), len(self._hours)

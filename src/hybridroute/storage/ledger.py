@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from hybridroute.config.platform import StorageConfig
+from hybridroute.storage.operations import OperationsStore
 from hybridroute.storage.records import BudgetEventRecord, ChargeRecord, SpendRow
 
-__all__ = ["LedgerStore", "open_ledger_store"]
+__all__ = ["LedgerStore", "RecordStore", "open_ledger_store"]
 
 
 class LedgerStore(Protocol):
@@ -52,7 +53,12 @@ class LedgerStore(Protocol):
         ...
 
 
-def open_ledger_store(config: StorageConfig) -> LedgerStore:
+class RecordStore(LedgerStore, OperationsStore, Protocol):
+    """A store that keeps both the ledger's and the operations reports' records (the embedded
+    SQLite and in-memory stores do)."""
+
+
+def open_ledger_store(config: StorageConfig) -> RecordStore:
     """The store the configuration names (not yet opened)."""
     from hybridroute.storage.memory import MemoryLedgerStore
     from hybridroute.storage.sqlite import SqliteLedgerStore

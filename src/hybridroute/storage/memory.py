@@ -1,4 +1,5 @@
-"""`MemoryLedgerStore`: the ledger store in process, for tests and throwaway gateways.
+"""`MemoryLedgerStore`: the ledger (and operations) store in process, for tests and throwaway
+gateways.
 
 It keeps spend already summed per day, tenant, route, model and operation type (so memory grows
 with that cardinality, not with traffic) and every budget event. Nothing survives the process.
@@ -10,9 +11,12 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from hybridroute.storage.records import (
+    AlertEventRecord,
     BudgetEventRecord,
     ChargeRecord,
+    GatewayEventRecord,
     SpendRow,
+    TrafficHourRecord,
     day_of,
     from_units,
     to_units,
@@ -30,6 +34,9 @@ class MemoryLedgerStore:
         # key -> [requests, charges, input, output, cost units, estimated cost units]
         self._rows: dict[_Key, list[int]] = {}
         self._events: list[BudgetEventRecord] = []
+        self._alerts: list[AlertEventRecord] = []
+        self._gateway: list[GatewayEventRecord] = []
+        self._hours: dict[int, str] = {}
 
     async def open(self) -> None:
         return None
@@ -72,6 +79,35 @@ class MemoryLedgerStore:
         removed = len(old) + len(self._events) - len(kept)
         self._events = kept
         return removed
+
+    # -- the operations store --------------------------------------------------------------------
+
+    async def append_alert_events(self, events: Sequence[AlertEventRecord]) -> None:
+        self._alerts.extend(events)
+
+    async def alert_events(self, since: float) -> list[AlertEventRecord]:
+        return sorted((e for e in self._alerts if e.at >= since), key=lambda e: e.at)
+
+    async def append_gateway_events(self, events: Sequence[GatewayEventRecord]) -> None:
+        self._gateway.extend(events)
+
+    async def gateway_events(self, since: float) -> list[GatewayEventRecord]:
+        return sorted((e for e in self._gateway if e.at >= since), key=lambda e: e.at)
+
+    async def last_gateway_event(self, kind: str) -> GatewayEventRecord | None:
+        matching = [e for e in self._gateway if e.kind == kind]
+        return max(matching, key=lambda e: e.at) if matching else None
+
+    async def put_traffic_hours(self, hours: Sequence[TrafficHourRecord]) -> None:
+        for hour in hours:
+            self._hours[hour.hour] = hour.data
+
+    async def traffic_hours(self, first_hour: int, last_hour: int) -> list[TrafficHourRecord]:
+        return [
+            TrafficHourRecord(h, data)
+            for h, data in sorted(self._hours.items())
+            if first_hour <= h <= last_hour
+        ]
 
     def describe(self) -> str:
         return "in memory (nothing survives a restart)"

@@ -110,3 +110,35 @@ class BudgetEventRecord:
     spent: Decimal
     limit: Decimal
     currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEventRecord:
+    """An alert's transition (firing, acknowledged, resolved), for the operations reports."""
+
+    at: float
+    alert_id: str
+    rule: str
+    severity: str
+    transition: str
+    labels: str  # JSON object
+    summary: str
+    value: float | None
+    acknowledged_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayEventRecord:
+    """Something that happened to the gateway itself: it started, its configuration changed."""
+
+    at: float
+    kind: str  # started | config_changed
+    detail: str  # JSON object
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficHourRecord:
+    """One UTC hour of traffic, summed (`observability.rollups`); `data` is its JSON."""
+
+    hour: int  # hours since the epoch
+    data: str

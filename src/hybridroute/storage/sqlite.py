@@ -1,4 +1,5 @@
-"""`SqliteLedgerStore`: charges and budget events in a SQLite file (the embedded default).
+"""`SqliteLedgerStore`: charges and budget events in a SQLite file (the embedded default), and
+beside them the operations store's alert transitions, gateway events and hourly traffic.
 
 One connection, used from worker threads one call at a time (a lock serialises them), in WAL
 mode with `synchronous=NORMAL`: a committed write survives a crash of the gateway process. Costs
@@ -18,9 +19,12 @@ from typing import TypeVar
 
 from hybridroute.errors import StorageError
 from hybridroute.storage.records import (
+    AlertEventRecord,
     BudgetEventRecord,
     ChargeRecord,
+    GatewayEventRecord,
     SpendRow,
+    TrafficHourRecord,
     from_units,
     to_units,
 )
@@ -63,6 +67,30 @@ CREATE TABLE IF NOT EXISTS budget_events (
     currency TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS budget_events_by_time ON budget_events (at);
+CREATE TABLE IF NOT EXISTS alert_events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    alert_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    transition TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    value REAL,
+    acknowledged_by TEXT
+);
+CREATE INDEX IF NOT EXISTS alert_events_by_time ON alert_events (at);
+CREATE TABLE IF NOT EXISTS gateway_events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gateway_events_by_time ON gateway_events (at);
+CREATE TABLE IF NOT EXISTS traffic_hours (
+    hour INTEGER PRIMARY KEY,
+    data TEXT NOT NULL
+);
 """
 
 
@@ -269,9 +297,90 @@ class SqliteLedgerStore:
                 charges = conn.execute("DELETE FROM charges WHERE day < ?", (before_day,))
                 start = dt.datetime.fromisoformat(before_day).replace(tzinfo=dt.UTC).timestamp()
                 events = conn.execute("DELETE FROM budget_events WHERE at < ?", (start,))
-                return int(charges.rowcount + events.rowcount)
+                removed = charges.rowcount + events.rowcount
+                for table in ("alert_events", "gateway_events"):
+                    removed += conn.execute(f"DELETE FROM {table} WHERE at < ?", (start,)).rowcount
+                removed += conn.execute(
+                    "DELETE FROM traffic_hours WHERE hour < ?", (int(start // 3600),)
+                ).rowcount
+                return int(removed)
 
         return await self._run(delete)
+
+    # -- the operations store --------------------------------------------------------------------
+
+    async def append_alert_events(self, events: Sequence[AlertEventRecord]) -> None:
+        await self._insert(
+            "alert_events",
+            "at, alert_id, rule, severity, transition, labels, summary, value, acknowledged_by",
+            [
+                (e.at, e.alert_id, e.rule, e.severity, e.transition, e.labels, e.summary,
+                 e.value, e.acknowledged_by)
+                for e in events
+            ],
+        )  # fmt: skip
+
+    async def alert_events(self, since: float) -> list[AlertEventRecord]:
+        def read(conn: sqlite3.Connection) -> list[AlertEventRecord]:
+            rows = conn.execute(
+                "SELECT at, alert_id, rule, severity, transition, labels, summary, value, "
+                "acknowledged_by FROM alert_events WHERE at >= ? ORDER BY at, id",
+                (since,),
+            ).fetchall()
+            return [AlertEventRecord(*row) for row in rows]
+
+        return await self._run(read)
+
+    async def append_gateway_events(self, events: Sequence[GatewayEventRecord]) -> None:
+        await self._insert(
+            "gateway_events", "at, kind, detail", [(e.at, e.kind, e.detail) for e in events]
+        )
+
+    async def gateway_events(self, since: float) -> list[GatewayEventRecord]:
+        def read(conn: sqlite3.Connection) -> list[GatewayEventRecord]:
+            rows = conn.execute(
+                "SELECT at, kind, detail FROM gateway_events WHERE at >= ? ORDER BY at, id",
+                (since,),
+            ).fetchall()
+            return [GatewayEventRecord(*row) for row in rows]
+
+        return await self._run(read)
+
+    async def last_gateway_event(self, kind: str) -> GatewayEventRecord | None:
+        def read(conn: sqlite3.Connection) -> GatewayEventRecord | None:
+            row = conn.execute(
+                "SELECT at, kind, detail FROM gateway_events WHERE kind = ? "
+                "ORDER BY at DESC, id DESC LIMIT 1",
+                (kind,),
+            ).fetchone()
+            return None if row is None else GatewayEventRecord(*row)
+
+        return await self._run(read)
+
+    async def put_traffic_hours(self, hours: Sequence[TrafficHourRecord]) -> None:
+        rows = [(h.hour, h.data) for h in hours]
+
+        def write(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN")
+                conn.executemany(
+                    "INSERT INTO traffic_hours (hour, data) VALUES (?, ?) "
+                    "ON CONFLICT (hour) DO UPDATE SET data = excluded.data",
+                    rows,
+                )
+
+        if rows:
+            await self._run(write)
+
+    async def traffic_hours(self, first_hour: int, last_hour: int) -> list[TrafficHourRecord]:
+        def read(conn: sqlite3.Connection) -> list[TrafficHourRecord]:
+            rows = conn.execute(
+                "SELECT hour, data FROM traffic_hours WHERE hour >= ? AND hour <= ? ORDER BY hour",
+                (first_hour, last_hour),
+            ).fetchall()
+            return [TrafficHourRecord(int(hour), data) for hour, data in rows]
+
+        return await self._run(read)
 
     def describe(self) -> str:
         return f"SQLite file {self.path.resolve()}"
