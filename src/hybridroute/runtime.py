@@ -36,6 +36,7 @@ from hybridroute.notify import NotificationDispatcher, build_sinks
 from hybridroute.observability.alerts import AlertManager, Transition
 from hybridroute.observability.metrics import GatewayMetrics
 from hybridroute.observability.rollups import TrafficRecorder
+from hybridroute.observability.tracing import RequestTracer
 from hybridroute.observability.traffic import TrafficWindow
 from hybridroute.observability.watch import AlertNotifier, ObservabilityLoop
 from hybridroute.providers import Route, build_route
@@ -183,6 +184,10 @@ class Runtime:
         self.traffic = TrafficWindow(started_at=self.clock.now())
         self.gateway.add_observer(self.metrics.observe)
         self.gateway.add_observer(self.traffic.record)
+        self.tracer = RequestTracer(
+            config.tracing, route_kinds=self.topology.kinds, service_version=__version__
+        )
+        self.gateway.add_observer(self.tracer.record)
         self._http = httpx.AsyncClient()
         self.notifications = NotificationDispatcher(
             build_sinks(config.alerts.sinks, self._http), self.clock
@@ -279,6 +284,7 @@ class Runtime:
         if self.observability.alerting:
             self.notifications.start(self.supervisor)
         self.supervisor.spawn(self.observability.run(), name="observability")
+        self.tracer.start()
         self.started_at = time.time()
 
     async def aclose(self) -> None:
@@ -287,6 +293,7 @@ class Runtime:
         )
         await self.notifications.aclose()  # delivers what it can of what is queued
         await self.supervisor.aclose()
+        await self.tracer.aclose()  # exports queued spans, at most ~5 s
         try:
             await self.alert_log.flush()
         except Exception:  # the store is away: say so, the gateway still stops

@@ -428,6 +428,7 @@ async def test_a_notice_is_retried_with_backoff_until_delivered_once(receivers, 
             "delivered": 1,
             "failures": 2,
             "dropped": 0,
+            "rejected": 0,
             "last_error": "HTTP 500: receiver says no",
             "last_success_at": clock.now(),
             "next_retry_in_s": None,
@@ -771,3 +772,37 @@ async def test_a_log_sink_through_the_dispatcher(supervisor, caplog: pytest.LogC
     assert record.levelno == logging.INFO
     assert record.getMessage().startswith("alert resolved: rule=error_rate_critical ")
     await dispatcher.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_notice_the_receiver_refuses_for_good_is_dropped_not_retried_forever():
+    """A 4xx other than 408/429 is permanent: retrying would block the sink's queue."""
+
+    class Refusing:
+        name, kind, severities = "webhook", "webhook", frozenset({"critical", "warning", "info"})
+
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        async def send(self, notice: AlertNotice) -> None:
+            self.seen.append(notice.dedupe_key)
+            if len(self.seen) == 1:
+                raise DeliveryFailed("HTTP 400: invalid_payload", permanent=True)
+
+    sink = Refusing()
+    clock = FakeClock()
+    dispatcher = NotificationDispatcher([sink], clock)
+    supervisor = TaskSupervisor("test")
+    dispatcher.start(supervisor)
+    first, second = notice(alert_id="a-1"), notice(alert_id="a-2")
+    dispatcher.notify(first)
+    dispatcher.notify(second)
+    for _ in range(50):
+        if len(sink.seen) == 2:
+            break
+        await asyncio.sleep(0)
+    (lane,) = dispatcher.snapshot()
+    assert sink.seen == [first.dedupe_key, second.dedupe_key]  # the second is not held up
+    assert (lane["rejected"], lane["delivered"], lane["failures"]) == (1, 1, 1)
+    await dispatcher.aclose()
+    await supervisor.aclose()

@@ -11,7 +11,10 @@ Delivery, per sink:
   `backoff_max_s`, each delay multiplied by a random factor in [1 - JITTER, 1 + JITTER]
   (JITTER = 0.1, so the first two retries wait 0.9-1.1 s and 1.8-2.2 s by default) and never
   above `backoff_max_s`. A receiver's Retry-After hint lengthens a delay, never shortens it.
-  Notices queue up behind the one being retried.
+  Notices queue up behind the one being retried. A notice the receiver refuses for good (an
+  HTTP 4xx other than 408 and 429: a malformed payload, a revoked webhook) is not retried: it
+  is dropped, counted (`rejected`) and logged as an error, so it cannot hold up every notice
+  behind it.
 - Bounded. A lane holds at most `max_queue_per_sink` waiting notices (plus the one being
   tried). When a new notice arrives at a full lane the OLDEST waiting one is dropped, counted
   (`dropped`) and logged: a sink that is down for hours must not grow memory without limit,
@@ -76,6 +79,7 @@ class _Lane:
         self.delivered = 0
         self.failures = 0
         self.dropped = 0
+        self.rejected = 0  # refused for good by the receiver (a 4xx): dropped, not retried
         self.last_error: str | None = None
         self.last_success_at: float | None = None
         self.retry_at: float | None = None
@@ -206,8 +210,17 @@ class NotificationDispatcher:
             try:
                 await lane.sink.send(notice)
             except Exception as exc:  # noqa: BLE001 - whatever a sink raises is retried
-                delay = self._delay(base, exc)
                 self._failed(lane, exc)
+                if isinstance(exc, DeliveryFailed) and exc.permanent:
+                    lane.rejected += 1
+                    log.error(
+                        "alert sink %s refused %s for good (%s); it is dropped, not retried",
+                        lane.sink.name,
+                        notice.dedupe_key,
+                        lane.last_error,
+                    )
+                    return
+                delay = self._delay(base, exc)
                 log.warning(
                     "alert sink %s: sending %s failed (attempt %d): %s; retrying in %.1fs, "
                     "%d more waiting",
@@ -312,6 +325,7 @@ class NotificationDispatcher:
                 "delivered": lane.delivered,
                 "failures": lane.failures,
                 "dropped": lane.dropped,
+                "rejected": lane.rejected,
                 "last_error": lane.last_error,
                 "last_success_at": lane.last_success_at,
                 "next_retry_in_s": (

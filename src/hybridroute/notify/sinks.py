@@ -48,9 +48,14 @@ class DeliveryFailed(Exception):
     """One delivery attempt did not get through. `retry_after_s` is the receiver's own hint
     (a Retry-After header on 429/503), when it gave one."""
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after_s: float | None = None, permanent: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        # The receiver refused this notice for good (a 4xx other than 408 and 429): sending
+        # it again would fail the same way and hold up every notice behind it.
+        self.permanent = permanent
 
 
 class Sink(Protocol):
@@ -195,9 +200,11 @@ class _HttpSink:
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
         if not 200 <= response.status_code < 300:
+            status = response.status_code
             raise DeliveryFailed(
-                f"HTTP {response.status_code}: {_excerpt(response.text) or '(empty body)'}",
+                f"HTTP {status}: {_excerpt(response.text) or '(empty body)'}",
                 retry_after_s=_retry_after(response),
+                permanent=400 <= status < 500 and status not in (408, 429),
             )
 
     def __repr__(self) -> str:
