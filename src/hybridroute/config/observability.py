@@ -8,12 +8,14 @@ or adds its own. Thresholds can also be changed while the gateway runs (admin AP
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "ALERT_METRICS",
+    "ALERT_METRIC_NAMES",
     "DEFAULT_ALERT_RULES",
     "AlertRuleConfig",
     "AlertSinkConfig",
@@ -40,6 +42,18 @@ ALERT_METRICS: dict[str, str] = {
 }
 """The figures an alert rule can watch, and what each means."""
 
+ALERT_METRIC_NAMES: dict[str, str] = {
+    "generation_p95_s": "generation p95",
+    "cached_p95_s": "cached p95",
+    "error_rate": "error rate",
+    "cache_hit_rate": "cache hit rate",
+    "fallback_rate": "fallback rate",
+    "routing_efficiency": "routing efficiency",
+    "budget_utilisation": "budget",
+    "bedrock_unavailable": "Direct Bedrock",
+}
+"""Each metric's short name, as alert summaries say it."""
+
 
 class SloConfig(_Strict):
     """SLO targets (DESIGN.md §5) and the window every SLO figure is computed over."""
@@ -64,6 +78,13 @@ class AlertRuleConfig(_Strict):
     for_s: float = Field(default=0, ge=0, le=86_400)
     description: str = ""
     enabled: bool = True
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite_threshold(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"threshold must be a finite number, got {value}")
+        return value
 
     @field_validator("metric")
     @classmethod

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from hybridroute._clock import Clock
-from hybridroute.config.observability import ALERT_METRICS, AlertRuleConfig
+from hybridroute.config.observability import ALERT_METRIC_NAMES, AlertRuleConfig
 from hybridroute.errors import NotFound, RequestError
 
 __all__ = [
@@ -211,6 +211,7 @@ class AlertManager:
                 if alert is None:
                     alert = self._open(rule_id, rule, reading, now_mono)
                 alert.value = reading.value
+                alert.threshold = rule.threshold  # a rule changed while running applies here too
                 alert.summary = self._summary(rule, reading.value, reading.labels)
                 if alert.status == "pending" and now_mono - alert.pending_since >= rule.for_s:
                     alert.status = "firing"
@@ -244,9 +245,12 @@ class AlertManager:
 
     def _summary(self, rule: AlertRuleConfig, value: float | None, labels: Labels) -> str:
         about = f" ({_label_text(labels)})" if labels else ""
+        name = ALERT_METRIC_NAMES[rule.metric]
+        if rule.metric == "bedrock_unavailable":
+            state = "down" if value is not None and value >= 1 else "up"
+            return f"{name} connection failure{about}: the route is {state}"
         threshold = _format(rule.metric, rule.threshold)
         held = f" for {rule.for_s / 60:g} min" if rule.for_s else ""
-        name = ALERT_METRICS[rule.metric].split(",")[0]
         return f"{name}{about}: {_format(rule.metric, value)} {rule.op} {threshold}{held}"
 
     def _transition(self, alert: Alert, transition: str, at: float) -> Transition:
@@ -268,7 +272,8 @@ class AlertManager:
     # -- operators -------------------------------------------------------------------------------
 
     def acknowledge(self, alert_id: str, who: str, note: str | None = None) -> Alert:
-        """Acknowledge a firing alert (409-style RequestError if it is not firing)."""
+        """Acknowledge a firing alert (a RequestError, 400, if it is not firing; NotFound, 404,
+        if there is no such alert)."""
         for alert in self._active.values():
             if alert.id == alert_id:
                 if alert.status == "acknowledged":
