@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
@@ -31,7 +32,7 @@ NOON = 1_800_000_000.0 - (1_800_000_000.0 % 3600) + 12 * 3600  # an hour boundar
 
 
 def event(at: float, outcome: Outcome = Outcome.SERVED, **extra) -> RequestEvent:
-    fields = {
+    fields: dict[str, Any] = {
         "at": at,
         "operation_type": "standard",
         "priority": "medium",

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from hybridroute.caching import CachedResponse
 from hybridroute.errors import GatewayError, Overloaded
-from hybridroute.gateway.service import Answer, Prepared
+from hybridroute.gateway.service import Answer, Bill, Prepared
 from hybridroute.observability.events import Outcome, RequestEvent
 from hybridroute.routing.policy import Decision
 from hybridroute.types import Attempt, AttemptOutcome, RouteId, Usage
@@ -32,6 +32,7 @@ class RequestReport:
 
     __slots__ = (
         "attempts",
+        "bill",
         "budget_s",
         "cache",
         "cost",
@@ -80,6 +81,7 @@ class RequestReport:
         self.decision_id: str | None = None
         self.reason: str | None = None
         self.attempts: tuple[Attempt, ...] = ()
+        self.bill: Bill | None = None
 
     def prepared(self, prepared: Prepared) -> None:
         chat = prepared.chat
@@ -89,6 +91,7 @@ class RequestReport:
         self.stream = chat.stream
         self.cache = prepared.cache.status
         self.decision_id = prepared.decision_id
+        self.bill = prepared.bill
 
     def cached(self, entry: CachedResponse) -> None:
         self.outcome, self.status = Outcome.CACHED, 200
@@ -155,6 +158,7 @@ class RequestReport:
         if self.operation_type is None:
             return None
         served = self.outcome is Outcome.SERVED
+        bill = self.bill
         efficient = (
             served
             and self.route is not None
@@ -180,8 +184,10 @@ class RequestReport:
             cache=self.cache,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
-            cost=self.cost,
+            cost=bill.cost if bill is not None else self.cost,
             currency=currency,
+            billed_input_tokens=bill.input_tokens if bill is not None else 0,
+            billed_output_tokens=bill.output_tokens if bill is not None else 0,
             error_code=self.error_code,
             model=self.model,
             decision_id=self.decision_id,

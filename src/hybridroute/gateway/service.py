@@ -18,8 +18,8 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
 
@@ -40,9 +40,10 @@ from hybridroute.routing.flags import FlagStore
 from hybridroute.routing.matrix import RoutingMatrix, RoutingRule, Topology
 from hybridroute.routing.policy import Decision, decide
 from hybridroute.signals import BudgetLevel, BudgetView
+from hybridroute.storage.records import ChargeRecord
 from hybridroute.types import ChatRequest, GenerationRequest, RouteId, StreamEnd
 
-__all__ = ["DEFAULT_MAX_TOKENS", "Answer", "DecisionIds", "Gateway", "Prepared"]
+__all__ = ["DEFAULT_MAX_TOKENS", "Answer", "Bill", "DecisionIds", "Gateway", "Prepared"]
 
 log = logging.getLogger("hybridroute.gateway")
 
@@ -64,15 +65,32 @@ class DecisionIds:
         return f"dec-{self._prefix}-{next(self._counter):08x}"
 
 
+@dataclass(slots=True)
+class Bill:
+    """What a request was charged, whichever way it ended (its attempts' charges summed)."""
+
+    cost: Decimal = Decimal(0)
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, charges: Sequence[ChargeRecord]) -> None:
+        for charge in charges:
+            self.cost += charge.cost
+            self.input_tokens += charge.input_tokens
+            self.output_tokens += charge.output_tokens
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A request ready to be looked up in the cache and decided."""
+    """A request ready to be looked up in the cache and decided. `bill` fills in as its
+    attempts are charged."""
 
     chat: ChatRequest
     rule: RoutingRule
     generation: GenerationRequest
     budget: BudgetView
     cache: CacheLookup
+    bill: Bill = field(default_factory=Bill)
 
     @property
     def decision_id(self) -> str:
@@ -232,6 +250,7 @@ class Gateway:
             charges = accountant.charges(
                 generation, chat.tenant, log.done(), in_flight=log.in_flight()
             )
+            prepared.bill.add(charges)
             await accountant.settle(reservation, charges)
             raise
 
@@ -247,6 +266,7 @@ class Gateway:
             served.attempts,
             served=(served.route, completion.model, completion.usage),
         )
+        prepared.bill.add(charges)
         cost = await accountant.settle(reservation, charges)
         lookup = prepared.cache
         if lookup.write:
@@ -287,10 +307,12 @@ class Gateway:
                 charges = accountant.charges(
                     generation, chat.tenant, attempts, cut=(route, model, relayed), stream=True
                 )
+                prepared.bill.add(charges)
                 return await accountant.settle(reservation, charges)
             charges = accountant.charges(
                 generation, chat.tenant, attempts, served=(route, model, end.usage), stream=True
             )
+            prepared.bill.add(charges)
             cost = await accountant.settle(reservation, charges)
             if recorder is not None and not recorder.overflowed:
                 entry = recorder.finish(

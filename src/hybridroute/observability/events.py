@@ -42,6 +42,9 @@ class RequestEvent:
     one that produced the entry). `first_route` and `primary` are the decision's first route
     and the matrix primary (None when the request was refused before a decision);
     `efficient` follows DESIGN.md §4 (served within budget by the first route tried).
+    `input_tokens`/`output_tokens` are the answer's usage; `cost` and the `billed_*` tokens are
+    everything the request's attempts were charged (a hedge race's loser, a timed-out attempt,
+    a stream cut off), however it ended.
     """
 
     at: float  # wall-clock seconds
@@ -62,8 +65,10 @@ class RequestEvent:
     cache: str | None = None  # hit | miss | bypass | off
     input_tokens: int = 0
     output_tokens: int = 0
-    cost: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)  # everything its attempts were charged
     currency: str = "USD"
+    billed_input_tokens: int = 0  # ... and the tokens those charges count
+    billed_output_tokens: int = 0
     error_code: str | None = None
     model: str | None = None
     decision_id: str | None = None

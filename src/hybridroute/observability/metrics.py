@@ -94,13 +94,15 @@ class GatewayMetrics:
         )
         self.tokens = Counter(
             "hybridroute_tokens",
-            "Tokens charged, by route and type (input, output).",
+            "Tokens charged for requests' attempts, by the route that answered (none: no route)"
+            " and type (input, output).",
             ["route", "token_type"],
             registry=register,
         )
         self.cost = Counter(
             "hybridroute_cost",
-            "Money charged, by route, operation type, tenant and currency.",
+            "Money charged for requests' attempts, however they ended, by the route that answered"
+            " (none: no route), operation type, tenant and currency.",
             ["route", "operation_type", "tenant", "currency"],
             registry=register,
         )
@@ -220,10 +222,10 @@ class GatewayMetrics:
                 child(self.fallbacks, op, route).inc()
             if event.hedged:
                 child(self.hedges, op, route).inc()
-        if event.input_tokens and outcome is not Outcome.CACHED:
-            child(self.tokens, route, "input").inc(event.input_tokens)
-        if event.output_tokens and outcome is not Outcome.CACHED:
-            child(self.tokens, route, "output").inc(event.output_tokens)
+        if event.billed_input_tokens:
+            child(self.tokens, route, "input").inc(event.billed_input_tokens)
+        if event.billed_output_tokens:
+            child(self.tokens, route, "output").inc(event.billed_output_tokens)
         if event.cost:
             child(self.cost, route, op, event.tenant, event.currency).inc(float(event.cost))
         if outcome is Outcome.SHED:
