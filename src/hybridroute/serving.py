@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import threading
 from collections.abc import Generator
 from types import TracebackType
@@ -18,14 +19,24 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["EmbeddedServer", "ThreadedServer", "bind_socket"]
+__all__ = ["REUSE_PORT", "EmbeddedServer", "ThreadedServer", "bind_socket"]
 
 
-def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    """A listening TCP socket. Port 0 picks a free port; a taken port raises with advice."""
+REUSE_PORT = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+"""Whether processes can each listen on one port and have the kernel spread connections."""
+
+
+def bind_socket(
+    host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False, listen: bool = True
+) -> socket.socket:
+    """A TCP socket bound to host:port, listening unless `listen` is false. Port 0 picks a free
+    port; a taken port raises with advice. `reuse_port`: other processes of this user may bind
+    the same port too (Linux spreads new connections across the listening ones)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -35,7 +46,8 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
             f"cannot listen on {host}:{port}: {exc.strerror}; "
             "is another process using that port? pass a different --port",
         ) from exc
-    sock.listen(2048)
+    if listen:
+        sock.listen(2048)
     sock.setblocking(False)
     return sock
 

@@ -10,6 +10,7 @@ import uvloop
 from hybridroute.app import run_gateway
 from hybridroute.cli.config_cmd import load_or_exit
 from hybridroute.cli.workers import WorkerPool
+from hybridroute.serving import bind_socket
 
 __all__ = ["serve_command"]
 
@@ -33,6 +34,7 @@ __all__ = ["serve_command"]
     help="Gateway processes sharing the port (metrics count them all).",
 )
 @click.option("--worker-fd", type=int, default=None, hidden=True)
+@click.option("--reuse-port", is_flag=True, hidden=True)
 @click.option("--worker-index", type=int, default=None, hidden=True)
 def serve_command(
     config_file: str,
@@ -40,6 +42,7 @@ def serve_command(
     port: int | None,
     workers: int,
     worker_fd: int | None,
+    reuse_port: bool,
     worker_index: int | None,
 ) -> None:
     """Serve the gateway with the routes and matrix of a configuration file."""
@@ -64,14 +67,18 @@ def serve_command(
     def ready(url: str) -> None:
         click.echo(f"hybridroute serving on {url} (routes: {', '.join(config.routes)})")
 
-    sock = socket.socket(fileno=worker_fd) if worker_fd is not None else None
+    sock: socket.socket | None = None
+    if worker_fd is not None:
+        sock = socket.socket(fileno=worker_fd)
+    elif reuse_port:
+        sock = bind_socket(listen_host, listen_port, reuse_port=True)
     try:
         uvloop.run(
             run_gateway(
                 config,
                 host=listen_host,
                 port=listen_port,
-                on_ready=ready if sock is None else None,
+                on_ready=ready if worker_index is None else None,
                 sock=sock,
                 alerting=worker_index in (None, 0),
             )

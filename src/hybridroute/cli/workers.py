@@ -1,17 +1,22 @@
-"""`hybridroute serve --workers N`: one listening socket, N gateway processes sharing it.
+"""`hybridroute serve --workers N`: N gateway processes serving one port.
 
-The parent binds the socket (so a taken port is reported once, clearly), makes a fresh
+The parent binds the port first (so a taken port is reported once, clearly), makes a fresh
 directory for the workers' metric files (`PROMETHEUS_MULTIPROC_DIR`, so `/metrics` from any
-worker counts every worker's requests), and starts N `hybridroute serve` processes that accept
-on the inherited socket. Worker 0 also evaluates alert rules and sends notifications (so each
-transition is notified once); every worker serves requests. A worker that dies is started again
-(after 1 s, doubling to 30 s while it keeps dying) and its live gauges are dropped from the
-metrics; SIGINT or SIGTERM stops them all (SIGTERM, then SIGKILL after 10 s) and removes the
-metrics directory.
+worker counts every worker's requests), and starts N `hybridroute serve` processes. On Linux
+each worker listens on the port itself (`SO_REUSEPORT`: the kernel spreads new connections
+evenly across them) while the parent only holds the port, bound but not listening; elsewhere
+the workers accept on the parent's listening socket, which they inherit. On Linux a worker also
+stops by itself when the parent dies, so none is left serving unsupervised.
+
+Worker 0 also evaluates alert rules and sends notifications (so each transition is notified
+once); every worker serves requests. A worker that dies is started again (after 1 s, doubling
+to 30 s while it keeps dying) and its live gauges are dropped from the metrics; SIGINT or
+SIGTERM stops them all (SIGTERM, then SIGKILL after 10 s) and removes the metrics directory.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -26,13 +31,25 @@ from types import FrameType
 from prometheus_client import multiprocess
 
 from hybridroute.observability.metrics import MULTIPROC_ENV
-from hybridroute.serving import bind_socket
+from hybridroute.serving import REUSE_PORT, bind_socket
 
 __all__ = ["WorkerPool"]
 
 _STOP_GRACE_S = 10.0
 _RESTART_MIN_S, _RESTART_MAX_S = 1.0, 30.0
 _READY_TIMEOUT_S = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: ask Linux for SIGTERM when the parent dies."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # no prctl here: the parent's stop still applies
+        pass
 
 
 class _Worker:
@@ -62,12 +79,14 @@ class WorkerPool:
         self._workers = [_Worker(i) for i in range(workers)]
         self._echo = echo
         self._stopping = False
+        self._bound_port = port
 
     def run(self) -> int:
         """Serve until SIGINT/SIGTERM; the exit status."""
-        sock = bind_socket(self._host, self._port)
+        sock = bind_socket(self._host, self._port, reuse_port=REUSE_PORT, listen=not REUSE_PORT)
         sock.set_inheritable(True)
         port = sock.getsockname()[1]
+        self._bound_port = port
         metrics_dir = tempfile.mkdtemp(prefix="hybridroute-metrics-")
         env = {**os.environ, MULTIPROC_ENV: metrics_dir}
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -95,19 +114,17 @@ class WorkerPool:
         self._stopping = True
 
     def _start(self, worker: _Worker, fd: int, env: dict[str, str]) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "hybridroute",
-            "serve",
-            "--config",
-            self._config_file,
-            "--worker-fd",
-            str(fd),
-            "--worker-index",
-            str(worker.index),
-        ]
-        worker.process = subprocess.Popen(command, env=env, pass_fds=(fd,))
+        command = [sys.executable, "-m", "hybridroute", "serve", "--config", self._config_file]
+        command += ["--worker-index", str(worker.index)]
+        if REUSE_PORT:
+            command += ["--host", self._host, "--port", str(self._bound_port), "--reuse-port"]
+            fds: tuple[int, ...] = ()
+        else:
+            command += ["--worker-fd", str(fd)]
+            fds = (fd,)
+        worker.process = subprocess.Popen(
+            command, env=env, pass_fds=fds, preexec_fn=_die_with_parent
+        )
 
     def _wait_ready(self, url: str) -> bool:
         deadline = time.monotonic() + _READY_TIMEOUT_S
