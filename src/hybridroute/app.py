@@ -19,7 +19,7 @@ from hybridroute.api import DataPlane
 from hybridroute.api.http import Receive, Scope, Send
 from hybridroute.config.schema import GatewayConfig
 from hybridroute.errors import GatewayError
-from hybridroute.runtime import Runtime
+from hybridroute.runtime import STANDALONE, Runtime, WorkerRole
 from hybridroute.serving import EmbeddedServer
 
 __all__ = ["GatewayApp", "create_app", "run_gateway"]
@@ -33,13 +33,13 @@ class GatewayApp:
     """ASGI app: lifespan owns the runtime; HTTP goes to the data plane."""
 
     def __init__(
-        self, config: GatewayConfig, *, clock: Clock | None = None, alerting: bool = True
+        self, config: GatewayConfig, *, clock: Clock | None = None, role: WorkerRole = STANDALONE
     ) -> None:
         self.config = config
         self.runtime: Runtime | None = None
         self._clock = clock
-        self._alerting = alerting
-        self._data_plane = DataPlane(lambda: self.runtime, config.server.max_body_bytes)
+        self._role = role
+        self._data_plane = DataPlane(lambda: self.runtime, config.server.max_body_bytes, role=role)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -51,7 +51,7 @@ class GatewayApp:
         await receive()  # lifespan.startup
         runtime: Runtime | None = None
         try:
-            runtime = Runtime(self.config, clock=self._clock, alerting=self._alerting)
+            runtime = Runtime(self.config, clock=self._clock, role=self._role)
             await runtime.start()
         except Exception as exc:
             if isinstance(exc, GatewayError):  # an operator's problem, said in words
@@ -79,14 +79,14 @@ class GatewayApp:
 
 
 def create_app(
-    config: GatewayConfig, *, clock: Clock | None = None, alerting: bool = True
+    config: GatewayConfig, *, clock: Clock | None = None, role: WorkerRole = STANDALONE
 ) -> GatewayApp:
-    """The gateway's ASGI app for a validated config. `alerting`: evaluate alert rules and send
-    notifications (one worker of several does it)."""
-    return GatewayApp(config, clock=clock, alerting=alerting)
+    """The gateway's ASGI app for a validated config; `role`: its part among several worker
+    processes (the only process by default)."""
+    return GatewayApp(config, clock=clock, role=role)
 
 
-async def run_gateway(
+async def run_gateway(  # noqa: PLR0913 - where to listen, and the worker process's part
     config: GatewayConfig,
     *,
     host: str,
@@ -94,27 +94,32 @@ async def run_gateway(
     on_ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     sock: socket.socket | None = None,
-    alerting: bool = True,
+    role: WorkerRole = STANDALONE,
+    internal_port: int | None = None,
 ) -> None:
     """Serve the gateway until SIGINT/SIGTERM (or `stop` is set). `sock`: a listening socket
-    shared with other worker processes (else one is bound to host:port)."""
+    shared with other worker processes (else one is bound to host:port). `internal_port`: the
+    leader worker also serves on this loopback port, where the followers reach it."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server = EmbeddedServer(
-        create_app(config, alerting=alerting),
-        host=host,
-        port=port,
-        name="gateway",
-        lifespan="on",
-        sock=sock,
+    app = create_app(config, role=role)
+    server = EmbeddedServer(app, host=host, port=port, name="gateway", lifespan="on", sock=sock)
+    internal = (
+        EmbeddedServer(app, port=internal_port, name="gateway-internal", lifespan="off")
+        if internal_port is not None
+        else None
     )
     await server.start()
+    if internal is not None:
+        await internal.start()
     if on_ready is not None:
         on_ready(server.url)
     try:
         await stop.wait()
     finally:
+        if internal is not None:
+            await internal.stop()
         await server.stop()

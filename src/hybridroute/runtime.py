@@ -15,7 +15,9 @@ import asyncio
 import hashlib
 import logging
 import time
+from dataclasses import dataclass, replace
 from types import TracebackType
+from typing import Any
 
 import httpx2 as httpx
 import orjson
@@ -32,10 +34,11 @@ from hybridroute.gateway.support import BedrockSupportManager, SupportSettings
 from hybridroute.gateway.tenants import TenantDirectory
 from hybridroute.monitoring import HybridHealthMonitor
 from hybridroute.monitoring.monitor import MonitorSettings
-from hybridroute.notify import NotificationDispatcher, build_sinks
+from hybridroute.notify import AlertNotice, NotificationDispatcher, build_sinks
 from hybridroute.observability.alerts import AlertManager, Transition
 from hybridroute.observability.metrics import GatewayMetrics
 from hybridroute.observability.rollups import TrafficRecorder
+from hybridroute.observability.shipping import EventShipper
 from hybridroute.observability.tracing import RequestTracer
 from hybridroute.observability.traffic import TrafficWindow
 from hybridroute.observability.watch import AlertNotifier, ObservabilityLoop
@@ -56,9 +59,33 @@ from hybridroute.storage import (
 )
 from hybridroute.types import RouteId
 
-__all__ = ["Runtime"]
+__all__ = ["STANDALONE", "Runtime", "WorkerRole"]
 
 log = logging.getLogger("hybridroute.runtime")
+
+_ORPHAN_LOOKBACK_S = 7 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """Which part this process plays when several worker processes serve one gateway.
+
+    `index` None: the only process. Worker 0 is the *leader*: it keeps the traffic window
+    (every worker's requests), evaluates alerts, writes the hourly rollups and answers the
+    admin endpoints; every other worker is a *follower* that ships its request events to the
+    leader at `leader_url` and forwards admin requests there (`token` proves it is a worker).
+    """
+
+    index: int | None = None
+    leader_url: str | None = None
+    token: str | None = None
+
+    @property
+    def leader(self) -> bool:
+        return self.index in (None, 0)
+
+
+STANDALONE = WorkerRole()
 
 
 class Runtime:
@@ -71,7 +98,7 @@ class Runtime:
         clock: Clock | None = None,
         flags: FlagStore | None = None,
         ledger_store: RecordStore | None = None,
-        alerting: bool = True,
+        role: WorkerRole = STANDALONE,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -181,19 +208,28 @@ class Runtime:
         # Observability: every finished request feeds the metrics and the traffic window; the
         # loop samples gauges and (in the alerting process) evaluates the alert rules.
         self.metrics = GatewayMetrics(self.topology.kinds, version=__version__)
-        self.traffic = TrafficWindow(started_at=self.clock.now())
+        self.traffic = TrafficWindow(started_at=self.gateway.now())
+        self.role = role
         self.gateway.add_observer(self.metrics.observe)
-        self.gateway.add_observer(self.traffic.record)
+        self._http = httpx.AsyncClient()
+        self.shipper: EventShipper | None = None
+        if role.leader:
+            self.gateway.add_observer(self.traffic.record)
+        elif role.leader_url is not None and role.token is not None:
+            self.shipper = EventShipper(role.leader_url, role.token, self.clock, self._http)
+            self.gateway.add_observer(self.shipper.submit)
         self.tracer = RequestTracer(
             config.tracing, route_kinds=self.topology.kinds, service_version=__version__
         )
         self.gateway.add_observer(self.tracer.record)
-        self._http = httpx.AsyncClient()
         self.notifications = NotificationDispatcher(
             build_sinks(config.alerts.sinks, self._http), self.clock
         )
         self.alerts = AlertManager(
-            config.alerts.rules, self.clock, notifier=AlertNotifier(self.notifications)
+            config.alerts.rules,
+            self.clock,
+            notifier=AlertNotifier(self.notifications),
+            resolve_after_s=config.alerts.resolve_after_s,
         )
         self.observability = ObservabilityLoop(
             clock=self.clock,
@@ -208,10 +244,12 @@ class Runtime:
             route_kinds=self.topology.kinds,
             support_mode=lambda: self.flags.current().bedrock_support_mode,
             evaluate_every_s=config.alerts.evaluate_every_s,
-            alerting=alerting,
+            condition_window_s=config.alerts.condition_window_s,
+            now=self.gateway.now,
+            alerting=role.leader,
         )
         # What the operations reports read back: hourly traffic, alert transitions, starts.
-        self.recorder = TrafficRecorder(self.traffic, self.store, self.clock)
+        self.recorder = TrafficRecorder(self.traffic, self.store, self.clock, now=self.gateway.now)
         self.alert_log: BatchWriter[AlertEventRecord] = BatchWriter(
             "alert events",
             self.store.append_alert_events,
@@ -220,6 +258,7 @@ class Runtime:
         )
         self.alerts.add_listener(self._log_alert)
         self.started_at: float | None = None
+        self._watch: asyncio.Task[Any] | None = None
 
     def _log_alert(self, transition: Transition) -> None:
         alert = transition.alert
@@ -236,6 +275,15 @@ class Runtime:
                 acknowledged_by=alert.acknowledged_by,
             )
         )
+
+    async def record_event(self, kind: str, detail: dict[str, Any]) -> None:
+        """Record something that happened to the gateway (the reports list it); a store that
+        is away is logged, not raised."""
+        record = GatewayEventRecord(self.clock.now(), kind, orjson.dumps(detail).decode())
+        try:
+            await self.store.append_gateway_events([record])
+        except Exception:
+            log.exception("could not record the gateway event %s", kind)
 
     async def _record_start(self) -> None:
         """Record this start, and a configuration change when the configuration differs from
@@ -261,8 +309,38 @@ class Runtime:
                     )
                 )
             await self.store.append_gateway_events(events)
+            await self._close_orphan_alerts(now)
         except Exception:  # the store is away: starting matters more than this record
             log.exception("could not record the gateway's start")
+
+    async def _close_orphan_alerts(self, now: float) -> None:
+        """Alerts a previous process left firing (it stopped without resolving them: a crash)
+        are resolved now, recorded and notified, so no receiver keeps them open for ever. If
+        their condition still holds they fire again, as new alerts."""
+        latest: dict[str, AlertEventRecord] = {}
+        for event in await self.store.alert_events(now - _ORPHAN_LOOKBACK_S):
+            latest[event.alert_id] = event
+        for event in latest.values():
+            if event.transition == "resolved":
+                continue
+            summary = f"{event.summary} (the gateway restarted)"
+            self.alert_log.submit(replace(event, at=now, transition="resolved", summary=summary))
+            self.notifications.notify(
+                AlertNotice(
+                    alert_id=event.alert_id,
+                    rule=event.rule,
+                    severity=event.severity,
+                    transition="resolved",
+                    summary=summary,
+                    description="",
+                    labels=orjson.loads(event.labels),
+                    value=event.value,
+                    threshold=0.0,
+                    started_at=event.at,
+                    at=now,
+                    acknowledged_by=event.acknowledged_by,
+                )
+            )
 
     def _monitoring(self) -> bool:
         return self.flags.current().hybrid_health_monitoring
@@ -277,13 +355,15 @@ class Runtime:
         self.prober.start()
         self.support.start(self.supervisor)
         self.cache.start(self.supervisor)
-        await self.recorder.start()
-        await self._record_start()
-        self.supervisor.spawn(self.recorder.run(), name="traffic-rollups")
-        self.supervisor.spawn(self.alert_log.run(), name="alert-log-writer")
-        if self.observability.alerting:
+        if self.role.leader:
+            await self.recorder.start()
+            await self._record_start()
+            self.supervisor.spawn(self.recorder.run(), name="traffic-rollups")
+            self.supervisor.spawn(self.alert_log.run(), name="alert-log-writer")
             self.notifications.start(self.supervisor)
-        self.supervisor.spawn(self.observability.run(), name="observability")
+        if self.shipper is not None:
+            self.supervisor.spawn(self.shipper.run(), name="event-shipper")
+        self._watch = self.supervisor.spawn(self.observability.run(), name="observability")
         self.tracer.start()
         self.started_at = time.time()
 
@@ -291,6 +371,13 @@ class Runtime:
         await asyncio.gather(
             *(route.aclose() for route in self.routes.values()), return_exceptions=True
         )
+        # Stop evaluating first, so no transition arrives after the dispatcher has closed; the
+        # alerts still active are resolved ("gateway stopped") and notified.
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        if self.role.leader:
+            self.alerts.close("the gateway stopped")
         await self.notifications.aclose()  # delivers what it can of what is queued
         await self.supervisor.aclose()
         await self.tracer.aclose()  # exports queued spans, at most ~5 s

@@ -5,6 +5,10 @@ subprocess, with `hybridroute sim bedrock` as a separate process and the MCP sim
 stdio (each worker starts its own). The parent makes its metrics directory under `TMPDIR`,
 which the test points into `tmp_path` so it can look at the directory and check that it is
 removed on exit.
+
+Worker 0 is the leader: the other workers ship their request events to it (every 0.5 s) and
+forward every `/admin/*` request to it, so the admin API answers alike whichever worker a
+connection lands on.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -142,6 +147,25 @@ def _get(url: str) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
+def _call(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """One request on a fresh connection (so the next one may land on another worker); the
+    status and the JSON answer, error statuses included."""
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Connection": "close", "content-type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
 def _chat(base: str, operation_type: str) -> int:
     request = urllib.request.Request(
         f"{base}/v1/chat/completions",
@@ -255,7 +279,8 @@ def test_three_workers_share_one_port_and_metrics_count_every_request(
     assert _scrapes(base, 12) == [120.0] * 12
     _send(base, 30)
     wait_for(lambda: sum(_served_per_pid(metrics_dir).values()) == 150, timeout=10)
-    assert _scrapes(base, 12) == [150.0] * 12  # never lower on the next scrape
+    # A worker reuses a rendered body for up to a second; then every scrape agrees.
+    wait_for(lambda: _scrapes(base, 12) == [150.0] * 12, timeout=5)
     after = _served_per_pid(metrics_dir)
     assert after[victim] == served[victim]
     assert sum(after.values()) == 150
@@ -272,6 +297,87 @@ def test_three_workers_share_one_port_and_metrics_count_every_request(
     assert list(temp.iterdir()) == []
     for pid in (workers - {victim}) | restarted:
         assert not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid)
+
+
+@pytest.mark.slow
+def test_followers_ship_events_and_forward_admin_requests_to_the_leader(
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
+):
+    sim_port, port = _free_port(), _free_port()
+    _spawn(processes, "sim", "bedrock", "--port", str(sim_port))
+    path = _config(tmp_path, port, sim_port)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {
+        "SIM_KEY_ID": DEMO_ACCESS_KEY_ID,
+        "SIM_SECRET": DEMO_SECRET_ACCESS_KEY,
+        "TMPDIR": str(temp),
+    }
+    parent = _spawn(processes, "serve", "--config", str(path), "--workers", str(WORKERS), env=env)
+    base = f"http://127.0.0.1:{port}"
+    _wait_ready(base)
+    wait_for(lambda: len(_children(parent.pid)) == WORKERS, timeout=30)
+    (metrics_dir,) = temp.glob("hybridroute-metrics-*")
+
+    # 90 requests on fresh connections: the kernel spreads them, so followers serve some.
+    _send(base, 90)
+    wait_for(lambda: sum(_served_per_pid(metrics_dir).values()) == 90, timeout=10)
+    served = _served_per_pid(metrics_dir)
+    assert len([pid for pid, n in served.items() if n > 0]) >= 2, served
+
+    # Every worker's requests reach the leader's traffic window (shipped every 0.5 s), and
+    # every admin answer comes from there, whichever worker takes the connection.
+    distribution = f"{base}/admin/metrics/routing-distribution?window=5m"
+
+    def served_now() -> int:
+        status, body = _call("GET", distribution)
+        assert status == 200, body
+        return int(body["served"])
+
+    wait_for(lambda: served_now() == 90, timeout=5)
+    answers = [_call("GET", distribution) for _ in range(12)]
+    assert [status for status, _ in answers] == [200] * 12
+    assert [body["served"] for _, body in answers] == [90] * 12
+    assert [body["window_s"] for _, body in answers] == [300] * 12
+    assert [{op: o["requests"] for op, o in body["operations"].items()} for _, body in answers] == [
+        {"emergency": 45, "standard": 45}
+    ] * 12
+
+    # A threshold changed through any worker is the leader's, and every worker shows it.
+    status, _ = _call("GET", f"{base}/admin/alerts")
+    assert status == 200
+    status, changed = _call(
+        "PUT",
+        f"{base}/admin/config/slo-thresholds",
+        {"rules": {"latency_p95_critical": {"threshold": 2.5}}},
+    )
+    assert status == 200, changed
+    assert changed["rules"]["latency_p95_critical"]["threshold"] == 2.5
+    listed = [_call("GET", f"{base}/admin/alerts") for _ in range(12)]
+    assert [status for status, _ in listed] == [200] * 12
+    assert [body["rules"]["latency_p95_critical"]["threshold"] for _, body in listed] == [2.5] * 12
+    assert [body["alerting"] for _, body in listed] == [True] * 12  # the leader evaluates
+
+    # The daily report (written by the leader) counts every worker's requests, the one start
+    # the leader recorded and the threshold change.
+    status, report = _call("GET", f"{base}/admin/reports/daily?format=json")
+    assert status == 200, report
+    assert report["slo"]["figures"]["requests"] == 90
+    assert report["slo"]["figures"]["served"] == 90
+    assert [c["kind"] for c in report["configuration"]] == ["started", "thresholds_changed"]
+    assert report["configuration"][1]["detail"]["rules"] == {
+        "latency_p95_critical": {"threshold": 2.5}
+    }
+
+    # The leader's event intake is no public endpoint: without the workers' token (or with a
+    # wrong one) it is not there, on any worker; nothing is recorded.
+    events = f"{base}/internal/events"
+    batch = [{"at": 0, "operation_type": "standard", "outcome": "served", "cost": "0"}]
+    attempts: list[dict[str, str]] = [{}] * 6 + [{"x-hybridroute-worker-token": "guess"}] * 6
+    for headers in attempts:
+        status, body = _call("POST", events, batch, headers)
+        assert (status, body["error"]["code"]) == (404, "not_found"), body
+    assert served_now() == 90
 
 
 def _proc_state(pid: int) -> str:

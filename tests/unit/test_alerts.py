@@ -94,11 +94,16 @@ class Recorder:
 class Harness:
     """A manager, its FakeClock and a notifier; `at(t, ...)` evaluates t seconds after start."""
 
-    def __init__(self, rules: Mapping[str, AlertRuleConfig] | None = None) -> None:
+    def __init__(
+        self, rules: Mapping[str, AlertRuleConfig] | None = None, resolve_after_s: float = 0.0
+    ) -> None:
         self.clock = FakeClock(start=START_MONO, wall_start=START_WALL)
         self.notifier = Recorder()
         self.manager = AlertManager(
-            default_rules() if rules is None else rules, self.clock, notifier=self.notifier
+            default_rules() if rules is None else rules,
+            self.clock,
+            notifier=self.notifier,
+            resolve_after_s=resolve_after_s,
         )
         self.t = 0.0
 
@@ -223,22 +228,17 @@ def test_unknown_values_never_fire(rule_id: str) -> None:
     assert h.notifier.heard == []
 
 
-def test_an_unknown_value_resets_a_pending_alert() -> None:
+def test_an_unknown_value_holds_a_pending_alert() -> None:
+    """Too little traffic to judge changes nothing: the pending alert keeps its start."""
     h = Harness(only("latency_p95_critical"))
     slow = h.one("generation_p95_s", 2.5)
     h.at(0, slow)
     first = h.manager.pending()[0].id
-    h.at(295, slow)
+    assert h.at(150, h.one("generation_p95_s", None)) == []
     assert [a.id for a in h.manager.pending()] == [first]
-    assert h.at(296, h.one("generation_p95_s", None)) == []  # too little traffic: dropped
-    assert h.manager.pending() == []
-    assert h.at(300, slow) == []  # pending again, counting from 300
-    again = h.manager.pending()
-    assert len(again) == 1
-    assert again[0].id != first
-    assert again[0].pending_since == START_MONO + 300
-    assert h.at(595, slow) == []
-    assert [x.transition for x in h.at(600, slow)] == ["firing"]
+    assert h.at(295, slow) == []
+    assert [x.transition for x in h.at(300, slow)] == ["firing"]
+    assert h.manager.active()[0].id == first
     assert h.notifier.kinds() == [("latency_p95_critical", "firing")]
 
 
@@ -254,12 +254,46 @@ def test_a_false_value_resets_a_pending_alert() -> None:
     assert h.manager.resolved() == []  # the dropped pending alert was never resolved
 
 
-def test_an_unknown_value_resolves_a_firing_alert() -> None:
-    h = Harness(only("fallback_rate_warning"))
-    assert [x.transition for x in h.at(0, h.one("fallback_rate", 0.5))] == ["firing"]
-    resolved = h.at(5, h.one("fallback_rate", None))
+def test_an_unknown_value_keeps_a_firing_alert_firing() -> None:
+    """An outage that also silences traffic must not resolve its own alert."""
+    h = Harness(only("error_rate_critical"))
+    h.at(0, h.one("error_rate", 1.0))
+    assert [x.transition for x in h.at(120, h.one("error_rate", 1.0))] == ["firing"]
+    for t in range(125, 600, 5):
+        assert h.at(t, h.one("error_rate", None)) == []
+    assert [a.status for a in h.manager.active()] == ["firing"]
+    resolved = h.at(600, h.one("error_rate", 0.0))
     assert [x.transition for x in resolved] == ["resolved"]
-    assert resolved[0].alert.value == 0.5  # the last value judged
+    assert resolved[0].alert.value == 0.0  # the summary says what cleared it
+    assert "0.0 %" in resolved[0].alert.summary
+
+
+def test_a_firing_alert_resolves_only_once_its_condition_stayed_false_for_resolve_after_s():
+    """A figure hovering at its threshold does not flap: one alert, one resolution."""
+    h = Harness(only("fallback_rate_warning"), resolve_after_s=60)
+    assert [x.transition for x in h.at(0, h.one("fallback_rate", 0.21))] == ["firing"]
+    alert_id = h.manager.active()[0].id
+    t = 5
+    for value in [0.19, 0.21] * 30:  # ten minutes of 19 % / 21 %
+        assert h.at(t, h.one("fallback_rate", value)) == []
+        t += 5
+    assert [a.id for a in h.manager.active()] == [alert_id]
+    for step in range(12):  # false for 55 s: not yet
+        assert h.at(t + 5 * step, h.one("fallback_rate", 0.1)) == []
+    assert [x.transition for x in h.at(t + 60, h.one("fallback_rate", 0.1))] == ["resolved"]
+    assert h.notifier.kinds() == [
+        ("fallback_rate_warning", "firing"),
+        ("fallback_rate_warning", "resolved"),
+    ]
+
+
+def test_close_resolves_every_active_alert_with_the_reason():
+    h = Harness(only("fallback_rate_warning"))
+    h.at(0, h.one("fallback_rate", 0.5))
+    (closed,) = h.manager.close("the gateway stopped")
+    assert closed.transition == "resolved"
+    assert closed.alert.summary.endswith("(the gateway stopped)")
+    assert h.manager.active() == []
 
 
 def test_a_missing_metric_resolves_like_an_unknown_one() -> None:
@@ -458,7 +492,7 @@ def test_the_notifier_and_listeners_hear_each_transition_once_as_a_snapshot() ->
         assert [x for x, _ in heard[0].alert.history] == ["firing"]
         assert [x for x, _ in heard[2].alert.history] == ["firing", "acknowledged", "resolved"]
         assert heard[0].alert.value == 0.97
-        assert heard[2].alert.value == 0.99  # the last value that broke the rule
+        assert heard[2].alert.value == 0.1  # the value that cleared it
 
 
 # -- rules at run time -----------------------------------------------------------------------------
@@ -590,7 +624,14 @@ def test_firing_rules_is_the_alerts_gauge() -> None:
     assert gauge["error_rate_critical"] == ("critical", False)  # pending only
     assert sum(active for _, active in gauge.values()) == 1
     h.manager.update_rules({"budget_info": {"enabled": False}})
-    assert "budget_info" not in {rid for rid, _, _ in h.manager.firing_rules()}
+    # a disabled rule still reads 0 (its series must not keep its last value)
+    assert ("budget_info", "info", False) in set(h.manager.firing_rules())
+    # so does a rule's old severity once it moves to another
+    h.manager.update_rules({"fallback_rate_warning": {"severity": "critical"}})
+    h.at(5, {"fallback_rate": [Reading(0.5)], "error_rate": [Reading(0.5)]})
+    series = set(h.manager.firing_rules())
+    assert ("fallback_rate_warning", "critical", True) in series
+    assert ("fallback_rate_warning", "warning", False) in series
 
 
 def test_active_lists_most_severe_then_oldest_first() -> None:
@@ -614,7 +655,7 @@ def test_active_lists_most_severe_then_oldest_first() -> None:
 
 def test_resolved_lists_newest_first_and_is_bounded() -> None:
     clock = FakeClock(start=START_MONO, wall_start=START_WALL)
-    manager = AlertManager(only("fallback_rate_warning"), clock, keep_resolved=3)
+    manager = AlertManager(only("fallback_rate_warning"), clock, keep_resolved=3, resolve_after_s=0)
     ids = []
     for _ in range(5):
         manager.evaluate({"fallback_rate": [Reading(0.5)]})

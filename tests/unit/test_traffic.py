@@ -49,15 +49,22 @@ def window_with(*offsets: float) -> TrafficWindow:
 # -- which buckets a window includes -------------------------------------------------------------
 
 
-def test_five_minute_window_takes_the_minute_buckets_overlapping_it() -> None:
-    # now = T0 + 1000.5 lies in minute 16; the window (T0 + 700.5, now] overlaps minutes 11..16.
-    window = window_with(659.9, 660.0, 700.0, 719.9, 720.0, 900.0, 1000.5, 1019.9, 1020.0)
+def test_five_minute_window_takes_the_ten_second_buckets_overlapping_it() -> None:
+    # now = T0 + 1000.5 lies in 10-second bucket 100; the window (T0 + 700.5, now] overlaps
+    # buckets 70..100.
+    window = window_with(699.9, 700.0, 700.4, 709.9, 710.0, 900.0, 1000.5, 1009.9, 1010.0)
     totals = window.totals(300, T0 + 1000.5)
-    # 659.9 is minute 10: out. 660 .. 719.9 are minute 11 (taken whole, though 660 and 700 are
-    # before the window's start). 1019.9 is in now's minute, so in; 1020 is minute 17: out.
+    # 699.9 is bucket 69: out. 700 .. 709.9 are bucket 70 (taken whole, though 700 and 700.4
+    # are before the window's start). 1009.9 is in now's bucket, so in; 1010 is bucket 101: out.
     assert totals.requests == 7
     assert totals.window_s == 300
-    assert totals.span_s == pytest.approx(1000.5 - 660.0)
+    assert totals.span_s == pytest.approx(1000.5 - 700.0)
+
+
+def test_a_window_over_ten_minutes_takes_minute_buckets() -> None:
+    # now = T0 + 1000.5 lies in minute 16; a 900 s window (T0 + 100.5, now] overlaps minutes 1..16
+    window = window_with(59.9, 60.0, 100.0, 1019.9, 1020.0)
+    assert window.totals(900, T0 + 1000.5).requests == 3
 
 
 def test_window_ending_on_a_minute_boundary_still_takes_that_minute() -> None:
@@ -145,14 +152,14 @@ def test_non_finite_times_are_dropped_and_counted_apart() -> None:
     window.record(ev(float("inf")))
     assert window.invalid_dropped == 2
     assert window.late_dropped == 0
-    assert window.bucket_counts() == (0, 0)
+    assert window.bucket_counts() == (0, 0, 0)
 
 
 def test_buckets_stay_bounded_over_days_of_traffic() -> None:
     window = TrafficWindow()
     for minute in range(3 * 1440):
         window.record(ev(T0 + 60.0 * minute + 1.0))
-    assert window.bucket_counts() == (61, 25)
+    assert window.bucket_counts() == (11, 61, 25)  # one event a minute: 11 in 10 minutes
     now = T0 + 60.0 * (3 * 1440 - 1) + 1.0
     assert window.totals(3600, now).requests == 61
     assert window.totals(86_400, now).requests == 24 * 60 + 60
@@ -220,17 +227,18 @@ def test_served_pairs_fold_with_their_route() -> None:
 
 
 def test_series_cuts_the_window_into_whole_steps_oldest_first() -> None:
-    # minutes 11..16 are in a 300 s window ending at T0 + 1000.5
+    # minutes 11..16 are in a 900 s window ending at T0 + 1000.5 (minute resolution)
     window = window_with(665.0, 725.0, 726.0, 785.0, 845.0, 905.0, 965.0, 966.0, 967.0)
     now = T0 + 1000.5
-    per_minute = window.series(300, 60, now)
+    per_minute = window.series(900, 60, now)[-6:]
     assert [s.requests for s in per_minute] == [1, 2, 1, 1, 1, 3]
     assert all(s.window_s == 60 for s in per_minute)
     assert [s.span_s for s in per_minute] == pytest.approx([55.0, 60, 60, 60, 60, 40.5])
-    two_minutes = window.series(300, 120, now)
+    two_minutes = window.series(900, 120, now)[-3:]
     assert [s.requests for s in two_minutes] == [3, 2, 4]  # minutes 11-12, 13-14, 15-16
-    assert sum(s.requests for s in two_minutes) == window.totals(300, now).requests
-    assert [s.requests for s in window.series(300, 600, now)] == [9]
+    assert sum(s.requests for s in two_minutes) == window.totals(900, now).requests
+    # up to 600 s the steps are multiples of 10 s
+    assert sum(s.requests for s in window.series(300, 30, now)) == 8  # 725 .. 967
 
 
 def test_series_over_hours_needs_hour_steps() -> None:
@@ -240,8 +248,8 @@ def test_series_over_hours_needs_hour_steps() -> None:
     with pytest.raises(ValueError, match="multiple of 3600"):
         window.series(7200, 1800, now)
     with pytest.raises(ValueError, match="multiple of 60"):
-        window.series(300, 90, now)
-    with pytest.raises(ValueError, match="multiple of 60"):
+        window.series(900, 90, now)
+    with pytest.raises(ValueError, match="multiple of 10"):
         window.series(300, 0, now)
 
 

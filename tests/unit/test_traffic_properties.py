@@ -61,9 +61,14 @@ def events(draw: st.DrawFn) -> RequestEvent:
     )
 
 
+def resolution(window_s: float) -> int:
+    """10-second buckets up to 600 s, minutes up to an hour, hours beyond."""
+    return 10 if window_s <= 600 else 60 if window_s <= 3600 else 3600
+
+
 def included(event: RequestEvent, window_s: float, now: float) -> bool:
     """The documented rule: the event's bucket overlaps (now - window_s, now]."""
-    r = 60 if window_s <= 3600 else 3600
+    r = resolution(window_s)
     return math.floor((now - window_s) / r) <= math.floor(event.at / r) <= math.floor(now / r)
 
 
@@ -174,7 +179,7 @@ def test_totals_equal_a_brute_force_count(
             totals.routing_efficiency,
         ):
             assert rate is None or 0.0 <= rate <= 1.0
-        assert totals.span_s <= window_s + (60 if window_s <= 3600 else 3600)
+        assert totals.span_s <= window_s + resolution(window_s)
     step = data.draw(st.sampled_from((60.0, 120.0, 300.0)))
     steps = window.series(900, step, now)
     merged = TrafficTotals.merged(steps)

@@ -72,7 +72,7 @@ def window_param(scope: Scope, default_s: float) -> float:
 
 
 def _totals(runtime: Runtime, scope: Scope, default_s: float = 3600.0) -> TrafficTotals:
-    return runtime.traffic.totals(window_param(scope, default_s), runtime.clock.now())
+    return runtime.traffic.totals(window_param(scope, default_s), runtime.gateway.now())
 
 
 async def _reply(send: Send, body: Any) -> None:
@@ -80,7 +80,7 @@ async def _reply(send: Send, body: Any) -> None:
 
 
 async def metrics(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
-    body, content_type = runtime.metrics.render()
+    body, content_type = await runtime.metrics.render_async(runtime.clock.monotonic())
     await send(
         {
             "type": "http.response.start",
@@ -210,6 +210,7 @@ async def slo_thresholds(runtime: Runtime, scope: Scope, receive: Receive, send:
     updated = runtime.alerts.update_rules(rules) if rules else runtime.alerts.rules
     if new_slo is not None:
         loop.slo_config = new_slo
+    await runtime.record_event("thresholds_changed", {"rules": rules, "slo": data.get("slo", {})})
     await _reply(
         send,
         {

@@ -34,7 +34,7 @@ async def _report(period: str, runtime: Runtime, scope: Scope, send: Send) -> No
         flags=runtime.flags.current(),
         slo=runtime.observability.slo_config,
     )
-    report = await build_report(period, sources, runtime.clock.now())
+    report = await build_report(period, sources, runtime.gateway.now())
     if fmt == "json":
         await send_json(send, 200, orjson.dumps(report))
         return

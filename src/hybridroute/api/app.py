@@ -18,9 +18,11 @@ from hybridroute.api.admin_cost import cache_invalidate, cache_status, cost_repo
 from hybridroute.api.admin_reports import daily_report, weekly_report
 from hybridroute.api.chat import ChatEndpoint
 from hybridroute.api.http import Receive, Scope, Send, send_error, send_json
+from hybridroute.api.internal import AdminForwarder, internal_events
 from hybridroute.api.status import health_body, models_body, readiness
 from hybridroute.errors import GatewayError, GatewayUnavailable, MethodNotAllowed, NotFound
-from hybridroute.runtime import Runtime
+from hybridroute.observability.shipping import INTERNAL_EVENTS_PATH
+from hybridroute.runtime import STANDALONE, Runtime, WorkerRole
 
 __all__ = ["DataPlane"]
 
@@ -37,8 +39,12 @@ class DataPlane:
         current_runtime: Callable[[], Runtime | None],
         max_body_bytes: int,
         admin: AdminGuard | None = None,
+        role: WorkerRole = STANDALONE,
     ) -> None:
         self._runtime = current_runtime
+        self._max_body = max_body_bytes
+        # A follower worker passes admin requests to the leader, which holds their state.
+        self._forward = AdminForwarder(role) if not role.leader else None
         chat = ChatEndpoint(max_body_bytes)
         guard = admin or AdminGuard.from_environment()
 
@@ -79,6 +85,7 @@ class DataPlane:
             "/admin/config/slo-thresholds": {"PUT": admin_only(admin_metrics.slo_thresholds)},
             "/admin/reports/daily": {"GET": admin_only(daily_report)},
             "/admin/reports/weekly": {"GET": admin_only(weekly_report)},
+            INTERNAL_EVENTS_PATH: {"POST": internal_events},
         }
         # Paths with a parameter in them, tried in order when no exact path matches.
         self._patterns: list[tuple[re.Pattern[str], dict[str, _Handler]]] = [
@@ -90,6 +97,12 @@ class DataPlane:
             return
         runtime = self._runtime()
         path: str = scope["path"]
+        if self._forward is not None and path.startswith("/admin/"):
+            try:
+                await self._forward(scope, receive, send, self._max_body)
+            except GatewayError as error:
+                await send_error(send, error)
+            return
         methods = self._table.get(path)
         if methods is None:
             methods = next((m for p, m in self._patterns if p.match(path)), None)

@@ -129,7 +129,7 @@ class ChatEndpoint:
             await self._serve(gateway, scope, receive, send, started, report)
         finally:
             event = report.event(
-                at=gateway.clock.now(),
+                at=gateway.now(),
                 latency_s=perf_counter() - started,
                 currency=gateway.accountant.currency,
             )

@@ -33,6 +33,7 @@ class RequestReport:
     __slots__ = (
         "attempts",
         "bill",
+        "budget",
         "budget_s",
         "cache",
         "cost",
@@ -82,6 +83,7 @@ class RequestReport:
         self.reason: str | None = None
         self.attempts: tuple[Attempt, ...] = ()
         self.bill: Bill | None = None
+        self.budget: tuple[str, float] | None = None
 
     def prepared(self, prepared: Prepared) -> None:
         chat = prepared.chat
@@ -92,6 +94,9 @@ class RequestReport:
         self.cache = prepared.cache.status
         self.decision_id = prepared.decision_id
         self.bill = prepared.bill
+        view = prepared.budget
+        if view.level.value or view.utilisation:
+            self.budget = (view.level.name.lower(), view.utilisation)
 
     def cached(self, entry: CachedResponse) -> None:
         self.outcome, self.status = Outcome.CACHED, 200
@@ -190,6 +195,8 @@ class RequestReport:
             billed_output_tokens=bill.output_tokens if bill is not None else 0,
             error_code=self.error_code,
             model=self.model,
+            budget_level=self.budget[0] if self.budget else None,
+            budget_utilisation=self.budget[1] if self.budget else None,
             decision_id=self.decision_id,
             reason=self.reason,
             attempts=self.attempts,

@@ -9,7 +9,7 @@ import uvloop
 
 from hybridroute.app import run_gateway
 from hybridroute.cli.config_cmd import load_or_exit
-from hybridroute.cli.workers import WorkerPool
+from hybridroute.cli.workers import WorkerPool, worker_role
 from hybridroute.serving import bind_socket
 
 __all__ = ["serve_command"]
@@ -72,6 +72,7 @@ def serve_command(
         sock = socket.socket(fileno=worker_fd)
     elif reuse_port:
         sock = bind_socket(listen_host, listen_port, reuse_port=True)
+    role, internal_port = worker_role(worker_index)
     try:
         uvloop.run(
             run_gateway(
@@ -80,7 +81,8 @@ def serve_command(
                 port=listen_port,
                 on_ready=ready if worker_index is None else None,
                 sock=sock,
-                alerting=worker_index in (None, 0),
+                role=role,
+                internal_port=internal_port,
             )
         )
     except (OSError, RuntimeError) as error:

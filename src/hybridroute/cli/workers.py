@@ -8,8 +8,11 @@ evenly across them) while the parent only holds the port, bound but not listenin
 the workers accept on the parent's listening socket, which they inherit. On Linux a worker also
 stops by itself when the parent dies, so none is left serving unsupervised.
 
-Worker 0 also evaluates alert rules and sends notifications (so each transition is notified
-once); every worker serves requests. A worker that dies is started again (after 1 s, doubling
+Worker 0, the leader, also serves on a loopback port of its own: the other workers ship their
+request events there (so its traffic window, SLO figures, alerts and rollups count every
+worker's requests) and forward admin requests there (so the admin API answers the same from any
+worker). Only the leader evaluates alert rules, sends notifications and writes rollups; every
+worker serves requests. A worker that dies is started again (after 1 s, doubling
 to 30 s while it keeps dying) and its live gauges are dropped from the metrics; SIGINT or
 SIGTERM stops them all (SIGTERM, then SIGKILL after 10 s) and removes the metrics directory.
 """
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,9 +36,25 @@ from types import FrameType
 from prometheus_client import multiprocess
 
 from hybridroute.observability.metrics import MULTIPROC_ENV
+from hybridroute.runtime import STANDALONE, WorkerRole
 from hybridroute.serving import REUSE_PORT, bind_socket
 
-__all__ = ["WorkerPool"]
+__all__ = ["LEADER_PORT_ENV", "WORKER_TOKEN_ENV", "WorkerPool", "worker_role"]
+
+LEADER_PORT_ENV = "HYBRIDROUTE_WORKER_LEADER_PORT"
+WORKER_TOKEN_ENV = "HYBRIDROUTE_WORKER_TOKEN"
+
+
+def worker_role(index: int | None) -> tuple[WorkerRole, int | None]:
+    """This process's role (from its index and the parent's environment) and, for the
+    leader, the loopback port it also serves on for the followers."""
+    if index is None:
+        return STANDALONE, None
+    port = int(os.environ[LEADER_PORT_ENV])
+    token = os.environ[WORKER_TOKEN_ENV]
+    role = WorkerRole(index=index, leader_url=f"http://127.0.0.1:{port}", token=token)
+    return role, port if role.leader else None
+
 
 _STOP_GRACE_S = 10.0
 _RESTART_MIN_S, _RESTART_MAX_S = 1.0, 30.0
@@ -88,7 +109,17 @@ class WorkerPool:
         port = sock.getsockname()[1]
         self._bound_port = port
         metrics_dir = tempfile.mkdtemp(prefix="hybridroute-metrics-")
-        env = {**os.environ, MULTIPROC_ENV: metrics_dir}
+        # The leader (worker 0) also serves on a loopback port the followers reach it on; the
+        # token (in the environment, not the command line) proves a caller is a worker.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            leader_port = probe.getsockname()[1]
+        env = {
+            **os.environ,
+            MULTIPROC_ENV: metrics_dir,
+            LEADER_PORT_ENV: str(leader_port),
+            WORKER_TOKEN_ENV: secrets.token_urlsafe(32),
+        }
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             for worker in self._workers:
@@ -96,6 +127,8 @@ class WorkerPool:
             host = f"[{self._host}]" if ":" in self._host else self._host
             url = f"http://{host}:{port}"
             if not self._wait_ready(url):
+                if self._stopping:
+                    return 0  # told to stop while starting: not a failure
                 self._echo(f"hybridroute: no worker answered {url}/health; see the log above")
                 return 1
             self._echo(f"hybridroute serving on {url} ({len(self._workers)} worker processes)")

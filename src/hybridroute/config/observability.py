@@ -35,7 +35,8 @@ ALERT_METRICS: dict[str, str] = {
     "error_rate": "requests that failed (5xx, or a stream cut off) over all requests",
     "cache_hit_rate": "cache hits over cache lookups (hits and misses)",
     "fallback_rate": "served by a route other than the rule's primary, over served requests",
-    "routing_efficiency": "served within budget by the first route tried, over all requests",
+    "routing_efficiency": "served within budget by the first route tried, over requests that "
+    "reached a routing decision",
     "budget_utilisation": "settled spend over the limit, per budget and window",
     "bedrock_unavailable": "1 while a Direct Bedrock route is down (not ready, breaker open, "
     "probes failing), per route",
@@ -173,6 +174,11 @@ class AlertsConfig(_Strict):
     """Alert rules, how often they are evaluated, and the notification sinks."""
 
     evaluate_every_s: float = Field(default=5, gt=0, le=300)
+    # Each rule's condition is judged over this trailing window (a burst much shorter than a
+    # rule's duration cannot hold a figure up for that long).
+    condition_window_s: float = Field(default=60, ge=10, le=3600)
+    # A firing alert resolves once its condition has stayed false this long (no flapping).
+    resolve_after_s: float = Field(default=60, ge=0, le=3600)
     rules: dict[str, AlertRuleConfig] = Field(default_factory=_default_rules)
     sinks: list[AlertSinkConfig] = Field(default_factory=lambda: [AlertSinkConfig(type="log")])
 

@@ -139,6 +139,9 @@ class Gateway:
         self.tenants = tenants
         self.max_output_tokens = max_output_tokens
         self.clock = clock
+        # Wall time at start plus monotonic time since: request events are stamped with it, so
+        # a wall-clock step (NTP, an operator) cannot scatter them across the traffic window.
+        self._steady_epoch = clock.now() - clock.monotonic()
         self._observers: list[Callable[[RequestEvent], None]] = []
         self._executor = executor
         self._operations = dict(operations)
@@ -146,6 +149,10 @@ class Gateway:
         self._routes = dict(routes)
         self._ids = DecisionIds()
         self._cheaper = self._cheaper_routes(accountant.prices)
+
+    def now(self) -> float:
+        """Steady wall-clock time: the wall time at start, advanced by monotonic time."""
+        return self._steady_epoch + self.clock.monotonic()
 
     def add_observer(self, observer: Callable[[RequestEvent], None]) -> None:
         """Hear every finished request (metrics, the SLO window, tracing)."""

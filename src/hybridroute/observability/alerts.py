@@ -7,8 +7,12 @@ every instance:
 
 - true for the first time → the alert is **pending**; it **fires** once the condition has held
   at every evaluation for the rule's `for_s` (at once when `for_s` is 0);
-- an unknown value (too little traffic in the window) or a false condition → a pending alert is
-  dropped, and a firing or acknowledged one is **resolved**;
+- a false condition → a pending alert is dropped; a firing or acknowledged one is **resolved**
+  once the condition has stayed false for `resolve_after_s` (so a figure hovering at its
+  threshold does not flap); an instance gone from the readings (a rule disabled, a budget
+  removed) resolves at once;
+- an unknown value (too little traffic in the window) changes nothing: a pending alert stays
+  pending, a firing one keeps firing — an outage that also silences traffic does not resolve;
 - an operator may **acknowledge** a firing alert (who, when, a note); it stays active until its
   condition clears, and is not notified again.
 
@@ -16,7 +20,8 @@ One active alert per rule and instance (de-duplication): a condition that stays 
 raises a second one. Each transition to firing, acknowledged and resolved is handed to the
 notifier exactly once (the notification dispatcher delivers it to every sink, retrying each
 on its own) and to every listener (the event log). Durations are measured on the clock's
-monotonic time; the times reported are wall-clock.
+monotonic time; the times reported are wall-clock. `close()` resolves every active alert when
+the evaluator stops, so no receiver keeps an alert that never resolves.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ class Alert:
     acknowledge_note: str | None = None
     resolved_at: float | None = None
     history: list[tuple[str, float]] = field(default_factory=list)  # (transition, wall)
+    clear_since: float | None = None  # monotonic: since when its condition has been false
 
     @property
     def active(self) -> bool:
@@ -151,10 +157,13 @@ class AlertManager:
         *,
         notifier: Notifier | None = None,
         keep_resolved: int = 500,
+        resolve_after_s: float = 60.0,
     ) -> None:
         self._clock = clock
         self._rules = dict(rules)
         self._notifier = notifier
+        self._resolve_after_s = resolve_after_s
+        self._gauged: set[tuple[str, str]] = set()  # (rule, severity) the alerts gauge has shown
         self._listeners: list[Callable[[Transition], None]] = []
         self._active: dict[tuple[str, Labels], Alert] = {}
         self._resolved: deque[Alert] = deque(maxlen=keep_resolved)
@@ -196,35 +205,91 @@ class AlertManager:
         self.evaluations += 1
         self.last_evaluated_at = now
         transitions: list[Transition] = []
-        seen: set[tuple[str, Labels]] = set()
+        present: set[tuple[str, Labels]] = set()
         for rule_id, rule in self._rules.items():
             if not rule.enabled:
                 continue
-            compare = _COMPARE[rule.op]
             for reading in readings.get(rule.metric, ()):
                 key = (rule_id, reading.labels)
-                holds = reading.value is not None and compare(reading.value, rule.threshold)
-                if not holds:
-                    continue
-                seen.add(key)
-                alert = self._active.get(key)
-                if alert is None:
-                    alert = self._open(rule_id, rule, reading, now_mono)
-                alert.value = reading.value
-                alert.threshold = rule.threshold  # a rule changed while running applies here too
-                alert.summary = self._summary(rule, reading.value, reading.labels)
-                if alert.status == "pending" and now_mono - alert.pending_since >= rule.for_s:
-                    alert.status = "firing"
-                    alert.started_at = now
-                    transitions.append(self._transition(alert, "firing", now))
-        for key in [k for k in self._active if k not in seen]:
-            alert = self._active.pop(key)
-            if alert.status == "pending":
-                continue  # never fired: nobody was told, nothing to resolve
-            alert.status = "resolved"
-            alert.resolved_at = now
-            self._resolved.append(alert)
-            transitions.append(self._transition(alert, "resolved", now))
+                present.add(key)
+                made = self._judge(key, rule, reading, now_mono, now)
+                if made is not None:
+                    transitions.append(made)
+        # An instance gone from the readings (a rule disabled, a budget removed) ends at once.
+        for key in [k for k in self._active if k not in present]:
+            if self._active[key].status == "pending":
+                del self._active[key]
+            else:
+                transitions.append(self._resolve(key, now))
+        return transitions
+
+    def _judge(
+        self,
+        key: tuple[str, Labels],
+        rule: AlertRuleConfig,
+        reading: Reading,
+        now_mono: float,
+        now: float,
+    ) -> Transition | None:
+        """One rule on one reading: open, fire, hold or resolve its alert."""
+        alert = self._active.get(key)
+        if reading.value is None:
+            return None  # unknown (too little traffic): whatever stands, stands
+        if _COMPARE[rule.op](reading.value, rule.threshold):
+            if alert is None:
+                alert = self._open(key[0], rule, reading, now_mono)
+            self._refresh(alert, rule, reading)
+            alert.clear_since = None
+            if alert.status == "pending" and now_mono - alert.pending_since >= rule.for_s:
+                alert.status = "firing"
+                alert.started_at = now
+                return self._transition(alert, "firing", now)
+            return None
+        if alert is None:
+            return None
+        # The rule may have changed while running; the summary keeps saying what broke it.
+        alert.value = reading.value
+        alert.threshold = rule.threshold
+        alert.severity = rule.severity
+        if alert.status == "pending":
+            del self._active[key]  # never fired: nobody was told
+            return None
+        if alert.clear_since is None:
+            alert.clear_since = now_mono
+        if now_mono - alert.clear_since >= self._resolve_after_s:
+            return self._resolve(key, now)
+        return None
+
+    def _refresh(self, alert: Alert, rule: AlertRuleConfig, reading: Reading) -> None:
+        """The alert follows its reading and its rule (which may have changed while running)."""
+        alert.value = reading.value
+        alert.threshold = rule.threshold
+        alert.severity = rule.severity
+        alert.summary = self._summary(rule, reading.value, reading.labels)
+
+    def _resolve(self, key: tuple[str, Labels], now: float, why: str | None = None) -> Transition:
+        alert = self._active.pop(key)
+        alert.status = "resolved"
+        alert.resolved_at = now
+        if why:
+            alert.summary = f"{alert.summary} ({why})"
+        elif alert.clear_since is not None:
+            rule = self._rules.get(alert.rule)
+            metric = rule.metric if rule is not None else ""
+            alert.summary = f"{alert.summary}; back to {_format(metric, alert.value)}"
+        self._resolved.append(alert)
+        return self._transition(alert, "resolved", now)
+
+    def close(self, why: str) -> list[Transition]:
+        """Resolve every active alert because the evaluator stops (`why`, e.g. the gateway
+        stopped), so no receiver is left with an alert that never resolves."""
+        now = self._clock.now()
+        transitions = []
+        for key in list(self._active):
+            if self._active[key].status == "pending":
+                del self._active[key]
+            else:
+                transitions.append(self._resolve(key, now, why))
         return transitions
 
     def _open(self, rule_id: str, rule: AlertRuleConfig, reading: Reading, now: float) -> Alert:
@@ -314,8 +379,12 @@ class AlertManager:
         return list(self._resolved)[::-1][:limit]
 
     def firing_rules(self) -> Iterable[tuple[str, str, bool]]:
-        """(rule, severity, active) for every enabled rule: the alerts gauge."""
-        active = {a.rule for a in self.active()}
+        """(rule, severity, active) for every rule and severity the alerts gauge has ever
+        shown, so a rule disabled or moved to another severity reads 0, not its last value."""
+        active = {(a.rule, a.severity) for a in self.active()}
         for rule_id, rule in self._rules.items():
             if rule.enabled:
-                yield rule_id, rule.severity, rule_id in active
+                self._gauged.add((rule_id, rule.severity))
+        self._gauged.update(active)
+        for rule_id, severity in sorted(self._gauged):
+            yield rule_id, severity, (rule_id, severity) in active

@@ -71,6 +71,8 @@ class RequestEvent:
     billed_output_tokens: int = 0
     error_code: str | None = None
     model: str | None = None
+    budget_level: str | None = None  # normal | elevated | critical | exhausted, when budgeted
+    budget_utilisation: float | None = None
     decision_id: str | None = None
     reason: str | None = None  # the decision's reason, in words
     attempts: tuple[Attempt, ...] = ()  # in the order they started

@@ -19,6 +19,7 @@ counter never jumps when the next scrape lands on another worker.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -46,6 +47,7 @@ _LATENCY_BUCKETS = (
 _TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144)
 _GEN_AI_SYSTEM = {RouteKind.BEDROCK: "aws.bedrock", RouteKind.MCP: "mcp"}
 _BREAKER_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+_RENDER_REUSE_S = 1.0
 
 
 class GatewayMetrics:
@@ -64,6 +66,7 @@ class GatewayMetrics:
         register = None if self._multiprocess_dir else self._own
         self._systems = {r: _GEN_AI_SYSTEM.get(k, str(k)) for r, k in route_kinds.items()}
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._rendered: tuple[float, bytes, str] | None = None
 
         self.requests = Counter(
             "hybridroute_requests",
@@ -74,7 +77,7 @@ class GatewayMetrics:
         self.duration = Histogram(
             "gen_ai_client_operation_duration_seconds",
             "Time from a request's arrival to its last byte (GenAI semantic conventions).",
-            ["gen_ai_operation_name", "gen_ai_system", "route", "operation_type", "cached"],
+            ["gen_ai_operation_name", "gen_ai_system", "route", "operation_type", "outcome"],
             buckets=_LATENCY_BUCKETS,
             registry=register,
         )
@@ -211,8 +214,7 @@ class GatewayMetrics:
         if event.cache is not None:
             child(self.cache, event.cache).inc()
         system = self._systems.get(route, "none")
-        cached = "true" if outcome is Outcome.CACHED else "false"
-        child(self.duration, "chat", system, route, op, cached).observe(event.latency_s)
+        child(self.duration, "chat", system, route, op, outcome.value).observe(event.latency_s)
         if event.ttft_s is not None:
             child(self.ttft, "chat", system, route, op).observe(event.ttft_s)
         if outcome is Outcome.SERVED:
@@ -263,9 +265,23 @@ class GatewayMetrics:
     # -- exposition ------------------------------------------------------------------------------
 
     def render(self) -> tuple[bytes, str]:
-        """The `/metrics` body and its content type."""
+        """The `/metrics` body and its content type. With several workers this reads every
+        worker's files: call it off the event loop (`render_async`)."""
         if self._multiprocess_dir is None:
             return generate_latest(self._own), CONTENT_TYPE_LATEST
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+    async def render_async(self, now: float) -> tuple[bytes, str]:
+        """`render()` without holding up requests: in one process it is quick and done in
+        place; with several workers the files are read in a thread, and a body is reused for a
+        second (scrapers that poll several times a second share it)."""
+        if self._multiprocess_dir is None:
+            return self.render()
+        cached = self._rendered
+        if cached is not None and now - cached[0] < _RENDER_REUSE_S:
+            return cached[1], cached[2]
+        body, content_type = await asyncio.to_thread(self.render)
+        self._rendered = (now, body, content_type)
+        return body, content_type

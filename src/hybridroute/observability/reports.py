@@ -12,7 +12,8 @@ by section:
 - **feature flags** — their state now;
 - **cost** — spend in the period by route, operation type and tenant, every budget's
   utilisation, and a projection to the end of each budget's window at the period's pace;
-- **configuration changes** — gateway starts and configuration changes in the period.
+- **configuration changes** — gateway starts, configuration changes and alert threshold
+  changes in the period.
 
 `render_markdown()` writes it as the checklist an operator reads; the JSON is the same content.
 """
@@ -42,6 +43,7 @@ from hybridroute.storage.records import AlertEventRecord
 __all__ = ["PERIODS", "ReportSources", "build_report", "render_markdown"]
 
 PERIODS = {"daily": 1, "weekly": 7}
+_ALERT_LOOKBACK_S = 30 * 86_400
 
 
 def _iso(at: float | None) -> str | None:
@@ -234,14 +236,16 @@ async def build_report(period: str, sources: ReportSources, now: float) -> dict[
     spend_rows = await sources.spend.spend(first_day, last_day)
     spend = SpendReport.from_rows(spend_rows, sources.ledger.currency, first_day, last_day)
     gateway_events = await sources.operations.gateway_events(since)
+    # An alert active in the period may have fired before it: read its earlier transitions too.
+    recent = await sources.operations.alert_events(since - _ALERT_LOOKBACK_S)
+    in_period = {e.alert_id for e in recent if e.at >= since}
+    alert_events = [e for e in recent if e.alert_id in in_period]
     return {
         "period": period,
         "from": _iso(since),
         "to": _iso(now),
         "generated_at": now,
-        "alerts": _alerts_section(
-            await sources.operations.alert_events(since), sources.alerts, now
-        ),
+        "alerts": _alerts_section(alert_events, sources.alerts, now),
         "slo": _slo_section(rollup, hours, sources.slo),
         "routing": _routing_section(rollup),
         "cache": {
@@ -252,6 +256,7 @@ async def build_report(period: str, sources: ReportSources, now: float) -> dict[
         "flags": sources.flags.as_mapping(),
         "cost": {
             "currency": sources.ledger.currency,
+            "days": [first_day, last_day],  # spend is kept per UTC day: whole days are summed
             "spend": spend.as_dict(),
             "budgets": _projection(sources.ledger, now),
         },
@@ -359,7 +364,8 @@ def _md_cost(cost: Mapping[str, Any]) -> list[str]:
         "## Cost",
         "",
         f"Spent {total['cost']} {cost['currency']} on {total['requests']} answers from routes "
-        "(cache hits cost nothing).",
+        f"over the UTC days {cost['days'][0]} to {cost['days'][1]} (spend is kept per day; "
+        "cache hits cost nothing).",
         "",
     ]
     if not cost["budgets"]:
@@ -380,9 +386,14 @@ def _md_cost(cost: Mapping[str, Any]) -> list[str]:
 def _md_configuration(events: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["## Configuration changes", ""]
     changes = [e for e in events if e["kind"] == "config_changed"]
+    thresholds = [e for e in events if e["kind"] == "thresholds_changed"]
     starts = [e for e in events if e["kind"] == "started"]
-    if not changes:
+    if not changes and not thresholds:
         lines.append("No configuration change in the period.")
+    for e in thresholds:
+        rules = ", ".join(sorted(e["detail"].get("rules", {}))) or "-"
+        slo = ", ".join(sorted(e["detail"].get("slo", {}))) or "-"
+        lines.append(f"- {e['at']}: alert thresholds changed (rules: {rules}; SLO: {slo})")
     for e in changes:
         lines.append(
             f"- {e['at']}: configuration changed ({e['detail'].get('from', '?')[:12]} → "

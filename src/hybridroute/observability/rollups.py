@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -174,21 +174,29 @@ def figures(rollup: Mapping[str, Any]) -> dict[str, Any]:
 class TrafficRecorder:
     """Keeps the operations store's hourly rollups up to date with the live traffic window."""
 
-    def __init__(self, traffic: TrafficWindow, store: OperationsStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        traffic: TrafficWindow,
+        store: OperationsStore,
+        clock: Clock,
+        *,
+        now: Callable[[], float] | None = None,
+    ) -> None:
         self._traffic = traffic
         self._store = store
         self._clock = clock
+        self._now = now or clock.now  # the time the window's events are stamped with
         self._earlier: dict[int, Rollup] = {}  # what an earlier process wrote for these hours
 
     async def start(self) -> None:
         """Read back what was already written for this hour and the last."""
-        hour = math.floor(self._clock.now() / 3600)
+        hour = math.floor(self._now() / 3600)
         for record in await self._store.traffic_hours(hour - 1, hour):
             self._earlier[record.hour] = orjson.loads(record.data)
 
     async def write(self) -> None:
         """Write the current and previous hour's rollups now."""
-        hour = math.floor(self._clock.now() / 3600)
+        hour = math.floor(self._now() / 3600)
         records = []
         for index in (hour - 1, hour):
             bucket = self._traffic.hour_bucket(index)

@@ -186,6 +186,8 @@ class _Spans:
             "hybridroute.reason": event.reason,
             "hybridroute.error_code": event.error_code,
             "hybridroute.ttft_s": event.ttft_s,
+            "hybridroute.budget_level": event.budget_level,
+            "hybridroute.budget_utilisation": event.budget_utilisation,
         }
         attrs.update({key: value for key, value in optional.items() if value is not None})
         return attrs

@@ -2,19 +2,22 @@
 
 `TrafficWindow` owns the request-level figures the admin API, the SLO snapshot and the alert
 rules read: counts per outcome, route, operation type and error code, latency histograms,
-tokens and cost. Recording a `RequestEvent` touches two buckets — the minute and the hour its
-`at` falls in — so the request path pays O(1); a query merges the buckets it needs.
+tokens and cost. Recording a `RequestEvent` touches three buckets — the 10 seconds, the minute
+and the hour its `at` falls in — so the request path pays O(1); a query merges the buckets it
+needs.
 
 Buckets and what a query includes
 ---------------------------------
-A bucket of resolution ``r`` (60 s or 3600 s) with index ``i`` holds the events whose
-``floor(at / r) == i``, that is ``i*r <= at < (i+1)*r``. Minute buckets are kept for the
-newest minute seen and the 60 before it (61 buckets), hour buckets for the newest hour seen and
-the 24 before it (25 buckets); "newest" is the largest `at` recorded so far. An event that
-arrives late still goes into its buckets while they are kept (into the hour bucket alone when
-only that one is left); one older than both is dropped and counted in `late_dropped`.
+A bucket of resolution ``r`` (10 s, 60 s or 3600 s) with index ``i`` holds the events whose
+``floor(at / r) == i``, that is ``i*r <= at < (i+1)*r``. Of each resolution the newest bucket
+seen and the 60 before it are kept (the hours: the newest and the 24 before it); "newest" is
+the largest `at` recorded so far. An event that arrives late still goes into its buckets while
+they are kept (into the coarser ones alone when only those are left); one older than all is
+dropped and counted in `late_dropped`. (The gateway stamps events with a steady clock — wall
+time at start plus monotonic time since — so a wall-clock jump cannot empty the buckets.)
 
-`totals(window_s, now)` uses minute buckets for windows up to 3600 s and hour buckets beyond,
+`totals(window_s, now)` uses 10-second buckets for windows up to 600 s, minute buckets up to
+3600 s and hour buckets beyond,
 and includes every bucket that overlaps the window ``(now - window_s, now]``: the buckets with
 ``floor((now - window_s) / r) <= i <= floor(now / r)``. The result therefore holds everything
 recorded in the window plus at most one bucket's worth before it (the oldest bucket is taken
@@ -22,7 +25,7 @@ whole), and the part of the newest bucket after `now`, if any was recorded. Quer
 for ``now`` at or after the newest event (the gateway's own clock); for such a `now`, every
 bucket in range of any allowed window is still kept.
 
-Memory is bounded whatever the traffic: 86 buckets at most, and each bucket's maps keyed by
+Memory is bounded whatever the traffic: 147 buckets at most, and each bucket's maps keyed by
 route, operation type, error code or cache result hold at most `MAX_KEYS` named keys, further
 keys being counted under `OTHER`; maps keyed by pairs hold at most `MAX_PAIRS` entries, further
 pairs being counted under ``(OTHER, OTHER)``.
@@ -66,8 +69,11 @@ MAX_KEYS = 64
 MAX_PAIRS = 256
 MAX_WINDOW_S = 86_400.0
 
+_TEN_SECONDS = 10
 _MINUTE = 60
 _HOUR = 3600
+_TENS_KEPT = 61  # the newest 10 seconds and the 60 before them (10 minutes)
+_TENS_WINDOW_S = 600
 _MINUTES_KEPT = 61  # the newest minute and the 60 before it
 _HOURS_KEPT = 25  # the newest hour and the 24 before it
 _QUANTILES = (("p50_ms", 0.50), ("p90_ms", 0.90), ("p95_ms", 0.95), ("p99_ms", 0.99))
@@ -572,74 +578,73 @@ def _decimal_text(value: Decimal) -> str:
     return money_text(value)
 
 
+class _Level:
+    """The buckets of one resolution: `kept` of them, counted back from the newest."""
+
+    __slots__ = ("buckets", "kept", "newest", "resolution")
+
+    def __init__(self, resolution: int, kept: int) -> None:
+        self.resolution = resolution
+        self.kept = kept
+        self.buckets: dict[int, TrafficTotals] = {}
+        self.newest: int | None = None
+
+    def place(self, at: float) -> TrafficTotals | None:
+        """The bucket of `at` (created), or None when it is older than what is kept."""
+        index = math.floor(at / self.resolution)
+        if self.newest is None or index > self.newest:
+            self.newest = index
+            horizon = index - self.kept
+            for old in [i for i in self.buckets if i <= horizon]:
+                del self.buckets[old]
+        elif index <= self.newest - self.kept:
+            return None
+        bucket = self.buckets.get(index)
+        if bucket is None:
+            bucket = self.buckets[index] = TrafficTotals()
+        return bucket
+
+
 class TrafficWindow:
-    """Finished requests in minute buckets (last hour) and hour buckets (last day).
+    """Finished requests in 10-second buckets (last 10 minutes), minute buckets (last hour) and
+    hour buckets (last day).
 
     `started_at` is when the window began observing (the gateway's start); without it, the
     earliest event recorded stands in. It only bounds `span_s`.
     """
 
-    __slots__ = (
-        "_hours",
-        "_minutes",
-        "_newest_hour",
-        "_newest_minute",
-        "_start",
-        "invalid_dropped",
-        "late_dropped",
-    )
+    __slots__ = ("_levels", "_start", "invalid_dropped", "late_dropped")
 
     def __init__(self, started_at: float | None = None) -> None:
-        self._minutes: dict[int, TrafficTotals] = {}
-        self._hours: dict[int, TrafficTotals] = {}
-        self._newest_minute: int | None = None
-        self._newest_hour: int | None = None
+        self._levels = (
+            _Level(_TEN_SECONDS, _TENS_KEPT),
+            _Level(_MINUTE, _MINUTES_KEPT),
+            _Level(_HOUR, _HOURS_KEPT),
+        )
         self._start = started_at
         self.late_dropped = 0  # older than every bucket still kept
         self.invalid_dropped = 0  # `at` not a finite number
 
     def record(self, event: RequestEvent) -> None:
-        """Count one finished request in the minute and hour buckets of its `at` (O(1))."""
+        """Count one finished request in the buckets of its `at`, one per resolution (O(1))."""
         at = event.at
         if not math.isfinite(at):
             self.invalid_dropped += 1
             return
-        in_minute = self._place(self._minutes, math.floor(at / _MINUTE), hours=False)
-        in_hour = self._place(self._hours, math.floor(at / _HOUR), hours=True)
-        if in_minute is None and in_hour is None:
+        placed = False
+        for level in self._levels:
+            bucket = level.place(at)
+            if bucket is not None:
+                bucket.add(event)
+                placed = True
+        if not placed:
             self.late_dropped += 1
             return
-        if in_minute is not None:
-            in_minute.add(event)
-        if in_hour is not None:
-            in_hour.add(event)
         if self._start is None or at < self._start:
             self._start = at
 
-    def _place(
-        self, buckets: dict[int, TrafficTotals], index: int, *, hours: bool
-    ) -> TrafficTotals | None:
-        """The bucket for `index` (created), or None when it is older than what is kept."""
-        newest = self._newest_hour if hours else self._newest_minute
-        kept = _HOURS_KEPT if hours else _MINUTES_KEPT
-        if newest is None or index > newest:
-            newest = index
-            if hours:
-                self._newest_hour = index
-            else:
-                self._newest_minute = index
-            horizon = index - kept
-            for old in [i for i in buckets if i <= horizon]:
-                del buckets[old]
-        elif index <= newest - kept:
-            return None
-        bucket = buckets.get(index)
-        if bucket is None:
-            bucket = buckets[index] = TrafficTotals()
-        return bucket
-
-    def _range(self, window_s: float, now: float) -> tuple[int, int, int]:
-        """(resolution, oldest index, newest index) of the buckets a window overlaps."""
+    def _range(self, window_s: float, now: float) -> tuple[_Level, int, int]:
+        """(level, oldest index, newest index) of the buckets a window overlaps."""
         if not (math.isfinite(window_s) and 0 < window_s <= MAX_WINDOW_S):
             raise ValueError(
                 f"window_s must be more than 0 and at most {MAX_WINDOW_S:.0f} s (24 h), "
@@ -647,8 +652,14 @@ class TrafficWindow:
             )
         if not math.isfinite(now):
             raise ValueError(f"now must be a finite time, got {now!r}")
-        resolution = _MINUTE if window_s <= _HOUR else _HOUR
-        return resolution, math.floor((now - window_s) / resolution), math.floor(now / resolution)
+        if window_s <= _TENS_WINDOW_S:
+            level = self._levels[0]
+        elif window_s <= _HOUR:
+            level = self._levels[1]
+        else:
+            level = self._levels[2]
+        r = level.resolution
+        return level, math.floor((now - window_s) / r), math.floor(now / r)
 
     def _span(self, begin: float, end: float) -> float:
         if self._start is None:
@@ -658,16 +669,16 @@ class TrafficWindow:
     def totals(self, window_s: float, now: float) -> TrafficTotals:
         """Everything in the buckets overlapping ``(now - window_s, now]``.
 
-        Minute buckets for windows up to 3600 s, hour buckets beyond; at most 86 400 s.
+        10-second buckets for windows up to 600 s, minute buckets up to 3600 s, hour buckets
+        beyond; at most 86 400 s.
         """
-        resolution, oldest, newest = self._range(window_s, now)
-        buckets = self._minutes if resolution == _MINUTE else self._hours
-        whole = TrafficTotals.merged(
+        level, oldest, newest = self._range(window_s, now)
+        buckets = level.buckets
+        return TrafficTotals.merged(
             (buckets[i] for i in range(oldest, newest + 1) if i in buckets),
             window_s=window_s,
-            span_s=self._span(oldest * resolution, now),
+            span_s=self._span(oldest * level.resolution, now),
         )
-        return whole
 
     def series(self, window_s: float, step_s: float, now: float) -> list[TrafficTotals]:
         """`totals(window_s, now)` cut into steps of `step_s`, oldest first.
@@ -677,7 +688,8 @@ class TrafficWindow:
         beyond). The oldest step may hold fewer buckets; together the steps hold exactly what
         `totals()` does. Each step's `window_s` is `step_s`.
         """
-        resolution, oldest, newest = self._range(window_s, now)
+        level, oldest, newest = self._range(window_s, now)
+        resolution = level.resolution
         per_step = step_s / resolution
         if not (math.isfinite(per_step) and per_step >= 1 and per_step == int(per_step)):
             raise ValueError(
@@ -685,7 +697,7 @@ class TrafficWindow:
                 f"window, got {step_s!r}"
             )
         width = int(per_step)
-        buckets = self._minutes if resolution == _MINUTE else self._hours
+        buckets = level.buckets
         steps: list[TrafficTotals] = []
         end = newest
         while end >= oldest:
@@ -705,8 +717,9 @@ class TrafficWindow:
     def hour_bucket(self, index: int) -> TrafficTotals | None:
         """The hour bucket `index` (hours since the epoch), if it is still kept; the caller
         must not change it."""
-        return self._hours.get(index)
+        return self._levels[2].buckets.get(index)
 
-    def bucket_counts(self) -> tuple[int, int]:
-        """(minute buckets, hour buckets) held now: for tests and a memory gauge."""
-        return len(self._minutes), len(self._hours)
+    def bucket_counts(self) -> tuple[int, int, int]:
+        """(10-second, minute, hour buckets) held now: for tests and a memory gauge."""
+        tens, minutes, hours = self._levels
+        return len(tens.buckets), len(minutes.buckets), len(hours.buckets)

@@ -4,9 +4,11 @@ Every second the loop sets the state gauges (breakers, in-flight attempts, queue
 firing alerts, the health score); every `alerts.evaluate_every_s` it builds the *readings* the
 alert rules watch and hands them to the `AlertManager`:
 
-- the traffic figures over the SLO window (`TrafficWindow` → `SloSnapshot`): generation and
-  cached p95, error rate, cache hit rate, fallback rate, routing efficiency — each unknown while
-  its sample is below `slo.min_requests`;
+- the traffic figures over the condition window (`alerts.condition_window_s`, 60 s;
+  `TrafficWindow` → `SloSnapshot`): generation and cached p95, error rate, cache hit rate,
+  fallback rate, routing efficiency — each unknown while its sample is below
+  `slo.min_requests`. A rule's duration is then how long the condition held at every
+  evaluation: "p95 > 2 s for 5 minutes" is five minutes of one-minute p95s above 2 s;
 - `budget_utilisation`, per budget and period (the cost ledger);
 - `bedrock_unavailable`, per Direct Bedrock route: 1 while support mode is on and the route is
   unavailable (not ready, its breaker open, or its probes failing), else 0.
@@ -86,6 +88,8 @@ class ObservabilityLoop:
         route_kinds: Mapping[RouteId, RouteKind],
         support_mode: Callable[[], bool],
         evaluate_every_s: float,
+        condition_window_s: float = 60.0,
+        now: Callable[[], float] | None = None,
         alerting: bool = True,
     ) -> None:
         self._clock = clock
@@ -100,23 +104,30 @@ class ObservabilityLoop:
         self._bedrock = [r for r, kind in route_kinds.items() if kind is RouteKind.BEDROCK]
         self._support_mode = support_mode
         self._evaluate_every_s = evaluate_every_s
+        self._condition_window_s = condition_window_s
+        self._now = now or clock.now  # the time request events are stamped with
         self.alerting = alerting
 
     # -- what is measured now --------------------------------------------------------------------
 
-    def slo(self) -> SloSnapshot:
-        """The SLO figures over the configured window, now."""
+    def slo(self, window_s: float | None = None) -> SloSnapshot:
+        """The SLO figures over `window_s` (the configured SLO window by default), now."""
         config = self.slo_config
-        return slo_snapshot(self._traffic.totals(config.window_s, self._clock.now()), config)
+        totals = self._traffic.totals(window_s or config.window_s, self._now())
+        return slo_snapshot(totals, config)
 
     def readings(self) -> Readings:
-        """Every value an alert rule can watch, now."""
-        snapshot = self.slo()
+        """Every value an alert rule can watch, now: traffic figures over the condition
+        window (a rule's duration then says how long the condition held)."""
+        snapshot = self.slo(self._condition_window_s)
         readings: dict[str, list[Reading]] = {
             metric: [Reading(snapshot.value(metric))] for metric in TRAFFIC_METRICS
         }
         readings["budget_utilisation"] = [
-            Reading(b.utilisation, (("budget", b.budget), ("period", b.period.value)))
+            Reading(
+                b.utilisation,
+                (("budget", b.budget), ("period", b.period.value), ("window", b.window)),
+            )
             for b in self._ledger.snapshot().budgets
         ]
         support = self._support_mode()
