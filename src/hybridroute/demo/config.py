@@ -21,6 +21,7 @@ __all__ = [
     "DEMO_DATA_DIR",
     "DEMO_MODEL_ID",
     "DEMO_REGION",
+    "DEMO_STORE_FILE",
     "embedded_config",
     "embedded_config_data",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybridroute.app import create_app
-from hybridroute.demo.config import DEMO_DATA_DIR, embedded_config
+from hybridroute.demo.config import DEMO_DATA_DIR, DEMO_STORE_FILE, embedded_config
 from hybridroute.demo.traffic import TrafficGenerator
 from hybridroute.serving import EmbeddedServer
 from hybridroute.simulators.bedrock import (
@@ -57,13 +57,15 @@ def _banner(gateway: str, bedrock: str, mcp: str, options: DemoOptions) -> str:
         if options.traffic
         else "No synthetic traffic (--no-traffic)."
     )
+    store = str(Path(options.data_dir, DEMO_STORE_FILE))
     return f"""
-hybridroute demo is running (embedded default: local simulators, in-memory state)
+hybridroute demo is running (embedded default: local simulators, spend in {store}, in-memory cache)
 
   gateway             {gateway}    POST /v1/chat/completions (OpenAI-compatible)
   health / ready      {gateway}/health    {gateway}/ready
   models              {gateway}/v1/models
   health report       {gateway}/admin/health/status    (or: hybridroute health)
+  metrics             {gateway}/metrics    alerts: {gateway}/admin/alerts
   bedrock simulator   {bedrock}    knobs: {bedrock}/_sim/knobs
   mcp simulator       {mcp}/mcp    knobs: {mcp}/_sim/knobs
 
@@ -75,6 +77,9 @@ Simulate a Direct Bedrock outage and watch fallback-eligible operations move to 
   curl -s -X PATCH {bedrock}/_sim/knobs -d '{{"outage": true}}'
   {_cli_command()} health --url {gateway}     # the health score, routes, recommendations
   curl -s -X PATCH {bedrock}/_sim/knobs -d '{{"outage": false}}'
+Where the money went, and the day so far:
+  {_cli_command()} cost --url {gateway}
+  {_cli_command()} report daily --url {gateway}
 
 {traffic} Ctrl-C stops everything.
 """
