@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from hybridroute._clock import Clock
 from hybridroute.api import DataPlane
+from hybridroute.api.auth import AdminAuth
 from hybridroute.api.http import Receive, Scope, Send
 from hybridroute.config.schema import GatewayConfig
 from hybridroute.errors import GatewayError
@@ -39,7 +40,12 @@ class GatewayApp:
         self.runtime: Runtime | None = None
         self._clock = clock
         self._role = role
-        self._data_plane = DataPlane(lambda: self.runtime, config.server.max_body_bytes, role=role)
+        self._data_plane = DataPlane(
+            lambda: self.runtime,
+            config.server.max_body_bytes,
+            admin=AdminAuth(config.admin),
+            role=role,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -38,13 +38,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 __all__ = [
+    "AdminRateLimited",
     "AllRoutesFailed",
     "BudgetRefused",
     "ConfigError",
     "ConfigIssue",
+    "Conflict",
     "Forbidden",
     "GatewayError",
     "GatewayUnavailable",
+    "InMaintenance",
     "MalformedJSON",
     "MethodNotAllowed",
     "NotFound",
@@ -52,6 +55,7 @@ __all__ = [
     "PayloadTooLarge",
     "RequestError",
     "ResidencyUnsatisfiable",
+    "RoutesDisabled",
     "StorageError",
     "StreamInterrupted",
     "Unauthorized",
@@ -168,6 +172,21 @@ class Forbidden(RequestError):
     code = "forbidden"
 
 
+class AdminRateLimited(RequestError):
+    """Too many admin requests from one caller."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "admin_rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> Mapping[str, str]:
+        return {"retry-after": str(self.retry_after_s)}
+
+
 class GatewayUnavailable(GatewayError):
     """The gateway itself cannot serve right now (starting up or shutting down)."""
 
@@ -181,6 +200,31 @@ class GatewayUnavailable(GatewayError):
 
     def headers(self) -> Mapping[str, str]:
         return {"retry-after": str(self.retry_after_s)}
+
+
+class InMaintenance(GatewayUnavailable):
+    """Maintenance mode: new non-critical work is refused while critical work continues."""
+
+    code = "maintenance"
+
+
+class RoutesDisabled(GatewayError):
+    """Every route the decision allowed is disabled by an operator (isolated): refused, sent
+    nowhere."""
+
+    status = 503
+    error_type = "api_error"
+    code = "routes_disabled"
+
+    def __init__(self, message: str, *, disabled: Sequence[str]) -> None:
+        super().__init__(message)
+        self.disabled = tuple(disabled)
+
+    def details(self) -> dict[str, Any]:
+        return {"disabled_routes": list(self.disabled)}
+
+    def headers(self) -> Mapping[str, str]:
+        return {"retry-after": "30"}
 
 
 class ResidencyUnsatisfiable(GatewayError):
@@ -432,3 +476,10 @@ class ConfigError(GatewayError):
         return {
             "issues": [{"path": i.path, "message": i.message, "hint": i.hint} for i in self.issues]
         }
+
+
+class Conflict(RequestError):
+    """The change was based on a state that has moved on (someone else changed it)."""
+
+    status = 409
+    code = "conflict"

@@ -26,6 +26,7 @@ from hybridroute import __version__
 from hybridroute._clock import Clock, SystemClock
 from hybridroute._tasks import TaskSupervisor
 from hybridroute.config.schema import GatewayConfig
+from hybridroute.control.plane import ControlPlane
 from hybridroute.economics import CostLedger, PriceTable
 from hybridroute.gateway import Executor, ExecutorSettings, Gateway
 from hybridroute.gateway.accounting import Accountant
@@ -36,6 +37,7 @@ from hybridroute.monitoring import HybridHealthMonitor
 from hybridroute.monitoring.monitor import MonitorSettings
 from hybridroute.notify import AlertNotice, NotificationDispatcher, build_sinks
 from hybridroute.observability.alerts import AlertManager, Transition
+from hybridroute.observability.events import RequestEvent
 from hybridroute.observability.metrics import GatewayMetrics
 from hybridroute.observability.rollups import TrafficRecorder
 from hybridroute.observability.shipping import EventShipper
@@ -204,6 +206,7 @@ class Runtime:
             cache=self.cache,
             tenants=TenantDirectory(config.tenants),
             max_output_tokens=config.routing.max_output_tokens,
+            tenant_residency=config.compliance.tenant_residency,
         )
         # Observability: every finished request feeds the metrics and the traffic window; the
         # loop samples gauges and (in the alerting process) evaluates the alert rules.
@@ -257,8 +260,54 @@ class Runtime:
             flush_interval_s=config.storage.flush_interval_ms / 1000.0,
         )
         self.alerts.add_listener(self._log_alert)
+        # The control plane: flags, routing versions, operator actions, rollback, audit, GDPR.
+        self.control = ControlPlane(
+            config=config,
+            store=self.store,
+            clock=self.clock,
+            flags=self.flags,
+            gateway=self.gateway,
+            breakers=self.breakers,
+            cache=self.cache,
+            health=self.health,
+            prober=self.prober,
+            traffic=self.traffic,
+            swap=self._use_routing,
+            leader=role.leader,
+        )
+        if role.leader:
+            self.gateway.add_observer(self.control.observe)
+            self.alerts.add_listener(self._audit_alert)
+            self.ledger.add_listener(self.control.budget_event)
         self.started_at: float | None = None
         self._watch: asyncio.Task[Any] | None = None
+
+    def _use_routing(self, config: GatewayConfig, matrix: RoutingMatrix) -> None:
+        """Swap in an applied routing-configuration version (hot: the next decision uses it)."""
+        self.config = config
+        self.matrix = matrix
+        self.gateway.use_matrix(matrix)
+        self.monitor.use_matrix(matrix)
+
+    def observe_shipped(self, event: RequestEvent) -> None:
+        """A follower worker's finished request, in the leader."""
+        self.traffic.record(event)
+        self.control.observe(event)
+
+    def _audit_alert(self, transition: Transition) -> None:
+        alert = transition.alert
+        self.control.alert_transition(
+            {
+                "alert_id": alert.id,
+                "rule": alert.rule,
+                "severity": alert.severity,
+                "transition": transition.transition,
+                "labels": dict(alert.labels),
+                "summary": alert.summary,
+                "value": alert.value,
+                "acknowledged_by": alert.acknowledged_by,
+            }
+        )
 
     def _log_alert(self, transition: Transition) -> None:
         alert = transition.alert
@@ -352,6 +401,7 @@ class Runtime:
             self.ledger.start(self.supervisor),
             *(route.start() for route in self.routes.values()),
         )
+        await self.control.start(self.supervisor)
         self.prober.start()
         self.support.start(self.supervisor)
         self.cache.start(self.supervisor)
@@ -381,6 +431,7 @@ class Runtime:
         await self.notifications.aclose()  # delivers what it can of what is queued
         await self.supervisor.aclose()
         await self.tracer.aclose()  # exports queued spans, at most ~5 s
+        await self.control.aclose()
         try:
             await self.alert_log.flush()
         except Exception:  # the store is away: say so, the gateway still stops

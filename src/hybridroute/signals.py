@@ -15,12 +15,14 @@ from hybridroute.types import RouteId
 
 __all__ = [
     "NO_BUDGET_PRESSURE",
+    "NO_OVERRIDES",
     "BudgetLevel",
     "BudgetView",
     "Flag",
     "FlagState",
     "HealthStatus",
     "HealthView",
+    "Overrides",
     "RouteHealth",
 ]
 
@@ -118,3 +120,18 @@ class BudgetView:
 
 NO_BUDGET_PRESSURE = BudgetView()
 """The budget view when no budget is configured or spend is low."""
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """What operators imposed on routing right now (operator actions): routes isolated from
+    all traffic, and maintenance mode (new non-critical work refused with 503)."""
+
+    disabled_routes: frozenset[RouteId] = frozenset()
+    maintenance: bool = False
+    maintenance_retry_after_s: int = 60
+    maintenance_reason: str = ""
+
+
+NO_OVERRIDES = Overrides()
+"""No operator action in force."""

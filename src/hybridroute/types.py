@@ -116,6 +116,9 @@ class ChatRequest:
     latency_budget_ms: int | None = None
     tenant: str = DEFAULT_TENANT
     cache: CacheDirective = CacheDirective.DEFAULT
+    # The data subject the request is about (the OpenAI `user` field or `X-Data-Subject`):
+    # what a GDPR erasure request names. Never stored in clear.
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,29 +44,37 @@ async def test_unknown_paths_are_404_even_while_starting():
     assert body["error"]["code"] == "not_found"
 
 
-def test_admin_guard_without_a_token_answers_loopback_only():
-    from hybridroute.api.admin import AdminGuard
+def test_admin_auth_without_a_token_answers_loopback_only():
+    from hybridroute.api.auth import AdminAuth
+    from hybridroute.config.control import AdminConfig, AdminRole
     from hybridroute.errors import Forbidden
 
-    guard = AdminGuard(None)
-    guard.check({"client": ("127.0.0.1", 5000), "headers": []})
-    guard.check({"client": ("::1", 5000), "headers": []})
-    with pytest.raises(Forbidden, match="only loopback callers until HYBRIDROUTE_ADMIN_TOKEN"):
-        guard.check({"client": ("10.1.2.3", 5000), "headers": []})
+    auth = AdminAuth(AdminConfig(), environ={})
+    assert auth.check({"client": ("127.0.0.1", 5000), "headers": []}, AdminRole.ADMIN).name == (
+        "loopback"
+    )
+    auth.check({"client": ("::1", 5000), "headers": []}, AdminRole.ADMIN)
+    with pytest.raises(Forbidden, match="answer only loopback callers"):
+        auth.check({"client": ("10.1.2.3", 5000), "headers": []}, AdminRole.VIEWER)
     with pytest.raises(Forbidden):
-        guard.check({"client": None, "headers": []})
+        auth.check({"client": None, "headers": []}, AdminRole.VIEWER)
+    closed = AdminAuth(AdminConfig(loopback_without_token=False), environ={})
+    with pytest.raises(Forbidden):
+        closed.check({"client": ("127.0.0.1", 5000), "headers": []}, AdminRole.VIEWER)
 
 
-def test_admin_guard_with_a_token_wants_it_from_everyone():
-    from hybridroute.api.admin import AdminGuard
+def test_admin_auth_with_the_environment_token_wants_it_from_everyone():
+    from hybridroute.api.auth import AdminAuth
+    from hybridroute.config.control import AdminConfig, AdminRole
     from hybridroute.errors import Unauthorized
 
-    guard = AdminGuard("tok")
+    auth = AdminAuth(AdminConfig(), environ={"HYBRIDROUTE_ADMIN_TOKEN": "tok"})
     loopback = {"client": ("127.0.0.1", 1), "headers": []}
     with pytest.raises(Unauthorized, match="need 'Authorization: Bearer <token>'"):
-        guard.check(loopback)
+        auth.check(loopback, AdminRole.VIEWER)
     with pytest.raises(Unauthorized, match="not valid"):
-        guard.check({**loopback, "headers": [(b"authorization", b"Bearer nope")]})
+        auth.check({**loopback, "headers": [(b"authorization", b"Bearer nope")]}, AdminRole.VIEWER)
     with pytest.raises(Unauthorized):
-        guard.check({**loopback, "headers": [(b"authorization", b"Basic dG9r")]})
-    guard.check({"client": ("10.1.2.3", 1), "headers": [(b"authorization", b"Bearer tok")]})
+        auth.check({**loopback, "headers": [(b"authorization", b"Basic dG9r")]}, AdminRole.VIEWER)
+    remote = {"client": ("10.1.2.3", 1), "headers": [(b"authorization", b"Bearer tok")]}
+    assert auth.check(remote, AdminRole.ADMIN).role is AdminRole.ADMIN

@@ -229,7 +229,7 @@ async def test_sqlite_keeps_everything_across_reopening(tmp_path):
     finally:
         await second.aclose()
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
         assert conn.execute("SELECT COUNT(*) FROM charges").fetchone()[0] == 9
 
 
@@ -242,7 +242,7 @@ async def test_sqlite_refuses_a_newer_schema_version(tmp_path):
         await store.open()
     message = str(info.value)
     assert f"the SQLite store {path} has schema version 7" in message
-    assert "newer than this gateway knows (1)" in message
+    assert "newer than this gateway knows (2)" in message
     with pytest.raises(StorageError, match="is not open"):
         await store.spend("2027-01-01")
 

@@ -26,9 +26,10 @@ from urllib.parse import parse_qs
 import orjson
 from pydantic import ValidationError
 
-from hybridroute.api.http import Receive, Scope, Send, read_body, send_json
+from hybridroute.api.auth import principal_of
+from hybridroute.api.http import Receive, Scope, Send, read_json_object, send_json
 from hybridroute.config.observability import SloConfig
-from hybridroute.errors import MalformedJSON, RequestError
+from hybridroute.errors import RequestError
 from hybridroute.observability.slo import slo_snapshot
 from hybridroute.observability.traffic import TrafficTotals
 from hybridroute.runtime import Runtime
@@ -156,16 +157,7 @@ async def alerts(runtime: Runtime, scope: Scope, r: Receive, send: Send) -> None
 
 
 async def _json_body(scope: Scope, receive: Receive, example: str) -> dict[str, Any]:
-    raw = await read_body(scope, receive, _MAX_BODY)
-    if not raw.strip():
-        return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"the body is not valid JSON ({exc}); send {example}") from None
-    if not isinstance(data, dict):
-        raise RequestError(f"the body must be a JSON object, like {example}")
-    return data
+    return await read_json_object(scope, receive, example, _MAX_BODY)
 
 
 async def acknowledge_alert(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
@@ -175,22 +167,57 @@ async def acknowledge_alert(runtime: Runtime, scope: Scope, receive: Receive, se
     unknown = set(data) - {"by", "note"}
     if unknown:
         raise RequestError(f"unknown field(s) {', '.join(sorted(unknown))}; use 'by' and 'note'")
-    who = data.get("by", "operator")
+    caller = principal_of(scope).name
+    who = data.get("by", caller)
     note = data.get("note")
     if not isinstance(who, str) or not who.strip() or len(who) > 200:
         raise RequestError("'by' must be a non-empty name (at most 200 characters)", param="by")
     if note is not None and (not isinstance(note, str) or len(note) > 2000):
         raise RequestError("'note' must be text of at most 2000 characters", param="note")
     alert = runtime.alerts.acknowledge(match["id"], who.strip(), note)
+    await runtime.control.audit.record(
+        "alert_acknowledged", caller, {"alert_id": alert.id, "by": who.strip(), "note": note}
+    )
     await _reply(send, alert.as_dict())
 
 
+# The seed's shorthand (`{"p95_latency_ms": 1500, "error_rate_percent": 1.0}`): SLO targets.
+_SEED_SLO_FIELDS = {
+    "p95_latency_ms": ("generation_p95_ms", 1.0),
+    "cached_p95_latency_ms": ("cached_p95_ms", 1.0),
+    "error_rate_percent": ("error_rate", 0.01),
+    "cache_hit_rate_percent": ("cache_hit_rate", 0.01),
+}
+
+
+def _seed_shorthand(data: dict[str, Any]) -> dict[str, Any]:
+    """Fold the seed's flat SLO fields into `slo`."""
+    flat = {k: data.pop(k) for k in list(data) if k in _SEED_SLO_FIELDS}
+    if not flat:
+        return data
+    slo_part = data.setdefault("slo", {})
+    if not isinstance(slo_part, dict):
+        raise RequestError("'slo' must be an object of SLO fields", param="slo")
+    for name, value in flat.items():
+        field, scale = _SEED_SLO_FIELDS[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RequestError(f"'{name}' must be a number", param=name)
+        slo_part[field] = value * scale
+    return data
+
+
 async def slo_thresholds(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
-    example = '{"rules": {"latency_p95_critical": {"threshold": 2.5}}, "slo": {...}}'
-    data = await _json_body(scope, receive, example)
-    unknown = set(data) - {"rules", "slo"}
-    if unknown or not data:
-        raise RequestError(f"send 'rules' and/or 'slo', like {example}")
+    example = (
+        '{"p95_latency_ms": 1500, "error_rate_percent": 1.0} or '
+        '{"rules": {"latency_p95_critical": {"threshold": 2.5}}, "slo": {...}}'
+    )
+    data = _seed_shorthand(await _json_body(scope, receive, example))
+    unknown = set(data) - {"rules", "slo", "reason"}
+    if unknown or not (set(data) - {"reason"}):
+        raise RequestError(
+            f"send 'rules' and/or 'slo' (or the seed's fields {', '.join(_SEED_SLO_FIELDS)}), "
+            f"like {example}"
+        )
     rules = data.get("rules", {})
     if not isinstance(rules, dict) or not all(isinstance(v, dict) for v in rules.values()):
         raise RequestError("'rules' must map rule ids to objects of rule fields", param="rules")
@@ -210,7 +237,14 @@ async def slo_thresholds(runtime: Runtime, scope: Scope, receive: Receive, send:
     updated = runtime.alerts.update_rules(rules) if rules else runtime.alerts.rules
     if new_slo is not None:
         loop.slo_config = new_slo
-    await runtime.record_event("thresholds_changed", {"rules": rules, "slo": data.get("slo", {})})
+    change = {"rules": rules, "slo": data.get("slo", {})}
+    await runtime.record_event("thresholds_changed", change)
+    reason = data.get("reason")
+    await runtime.control.audit.record(
+        "thresholds_changed",
+        principal_of(scope).name,
+        {**change, "reason": reason if isinstance(reason, str) else ""},
+    )
     await _reply(
         send,
         {

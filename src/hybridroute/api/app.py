@@ -3,7 +3,7 @@
 It serves whatever `Runtime` its holder currently has, so a reload can swap the runtime without
 touching the app. Unknown paths get 404 and wrong methods 405, in the same error shape as every
 other error; an unexpected exception becomes a 500 without taking the server down. Admin
-endpoints (`api.admin`) are in the same table, each behind the admin guard.
+endpoints are in the same table, each behind the role it needs (`api.auth`).
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
-from hybridroute.api import admin_metrics
-from hybridroute.api.admin import AdminGuard, health_status
+from hybridroute.api import admin_control, admin_governance, admin_metrics
+from hybridroute.api.admin import health_status
 from hybridroute.api.admin_cost import cache_invalidate, cache_status, cost_report
 from hybridroute.api.admin_reports import daily_report, weekly_report
+from hybridroute.api.auth import AdminAuth
 from hybridroute.api.chat import ChatEndpoint
 from hybridroute.api.http import Receive, Scope, Send, send_error, send_json
 from hybridroute.api.internal import AdminForwarder, internal_events
 from hybridroute.api.status import health_body, models_body, readiness
+from hybridroute.config.control import AdminConfig, AdminRole
 from hybridroute.errors import GatewayError, GatewayUnavailable, MethodNotAllowed, NotFound
 from hybridroute.observability.shipping import INTERNAL_EVENTS_PATH
 from hybridroute.runtime import STANDALONE, Runtime, WorkerRole
@@ -38,7 +40,7 @@ class DataPlane:
         self,
         current_runtime: Callable[[], Runtime | None],
         max_body_bytes: int,
-        admin: AdminGuard | None = None,
+        admin: AdminAuth | None = None,
         role: WorkerRole = STANDALONE,
     ) -> None:
         self._runtime = current_runtime
@@ -46,50 +48,77 @@ class DataPlane:
         # A follower worker passes admin requests to the leader, which holds their state.
         self._forward = AdminForwarder(role) if not role.leader else None
         chat = ChatEndpoint(max_body_bytes)
-        guard = admin or AdminGuard.from_environment()
+        self._auth = auth = admin or AdminAuth(AdminConfig())
 
-        def admin_only(handler: _Handler) -> _Handler:
+        def needs(needed: AdminRole, handler: _Handler) -> _Handler:
             async def guarded(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
-                guard.check(scope)
+                auth.check(scope, needed)
                 await handler(rt, scope, receive, send)
 
             return guarded
 
+        def viewer(handler: _Handler) -> _Handler:
+            return needs(AdminRole.VIEWER, handler)
+
+        def operator(handler: _Handler) -> _Handler:
+            return needs(AdminRole.OPERATOR, handler)
+
+        def admin_role(handler: _Handler) -> _Handler:
+            return needs(AdminRole.ADMIN, handler)
+
         async def chat_completions(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
             await chat(rt.gateway, scope, receive, send)
 
+        m, c, g = admin_metrics, admin_control, admin_governance
         self._table: dict[str, dict[str, _Handler]] = {
             "/v1/chat/completions": {"POST": chat_completions},
             "/chat/completions": {"POST": chat_completions},
             "/health": {"GET": _health},
             "/ready": {"GET": _ready},
             "/v1/models": {"GET": _models},
-            "/admin/health/status": {"GET": admin_only(health_status)},
-            "/admin/cost": {"GET": admin_only(cost_report)},
-            "/admin/cache": {"GET": admin_only(cache_status)},
-            "/admin/cache/invalidate": {"POST": admin_only(cache_invalidate)},
-            "/metrics": {"GET": admin_metrics.metrics},
-            "/admin/metrics/routing-distribution": {
-                "GET": admin_only(admin_metrics.routing_distribution)
-            },
-            "/admin/metrics/provider-latencies": {
-                "GET": admin_only(admin_metrics.provider_latencies)
-            },
-            "/admin/metrics/cache-performance": {
-                "GET": admin_only(admin_metrics.cache_performance)
-            },
-            "/admin/metrics/error-breakdown": {"GET": admin_only(admin_metrics.error_breakdown)},
-            "/admin/slo": {"GET": admin_only(admin_metrics.slo)},
-            "/admin/health/circuit-breakers": {"GET": admin_only(admin_metrics.circuit_breakers)},
-            "/admin/alerts": {"GET": admin_only(admin_metrics.alerts)},
-            "/admin/config/slo-thresholds": {"PUT": admin_only(admin_metrics.slo_thresholds)},
-            "/admin/reports/daily": {"GET": admin_only(daily_report)},
-            "/admin/reports/weekly": {"GET": admin_only(weekly_report)},
+            "/metrics": {"GET": m.metrics},
             INTERNAL_EVENTS_PATH: {"POST": internal_events},
+            # read (viewer)
+            "/admin/health/status": {"GET": viewer(health_status)},
+            "/admin/cost": {"GET": viewer(cost_report)},
+            "/admin/cache": {"GET": viewer(cache_status)},
+            "/admin/metrics/routing-distribution": {"GET": viewer(m.routing_distribution)},
+            "/admin/metrics/provider-latencies": {"GET": viewer(m.provider_latencies)},
+            "/admin/metrics/cache-performance": {"GET": viewer(m.cache_performance)},
+            "/admin/metrics/error-breakdown": {"GET": viewer(m.error_breakdown)},
+            "/admin/slo": {"GET": viewer(m.slo)},
+            "/admin/health/circuit-breakers": {"GET": viewer(m.circuit_breakers)},
+            "/admin/alerts": {"GET": viewer(m.alerts)},
+            "/admin/reports/daily": {"GET": viewer(daily_report)},
+            "/admin/reports/weekly": {"GET": viewer(weekly_report)},
+            "/admin/feature-flags/bedrock": {"GET": viewer(c.get_flags)},
+            "/admin/config/routing-rules": {
+                "GET": viewer(c.get_routing_rules),
+                "PUT": admin_role(c.put_routing_rules),
+            },
+            "/admin/config/routing-rules/versions": {"GET": viewer(c.config_versions)},
+            "/admin/config/validate-routing": {"GET": viewer(c.validate_routing)},
+            "/admin/audit/trail-integrity": {"GET": viewer(g.audit_integrity)},
+            "/admin/audit/export": {"GET": viewer(g.audit_export)},
+            "/admin/compliance/gdpr-status": {"GET": viewer(g.gdpr_status)},
+            "/admin/compliance/data-residency": {"GET": viewer(g.data_residency)},
+            "/admin/actions": {"GET": viewer(g.list_actions), "POST": operator(g.take_action)},
+            # change (operator)
+            "/admin/cache/invalidate": {"POST": operator(cache_invalidate)},
+            "/admin/feature-flags/bedrock/update": {"POST": operator(c.update_flag)},
+            "/admin/feature-flags/bedrock/disable-all": {"POST": operator(c.disable_all_flags)},
+            "/admin/config/rollback": {"POST": operator(c.config_rollback)},
+            "/admin/rollback": {"POST": operator(c.rollback)},
+            # configure (admin)
+            "/admin/config/slo-thresholds": {"PUT": admin_role(m.slo_thresholds)},
+            "/admin/compliance/erasure": {"POST": admin_role(g.erasure)},
+            "/admin/compliance/purge": {"POST": admin_role(g.purge)},
         }
         # Paths with a parameter in them, tried in order when no exact path matches.
         self._patterns: list[tuple[re.Pattern[str], dict[str, _Handler]]] = [
-            (admin_metrics.ACKNOWLEDGE_PATH, {"POST": admin_only(admin_metrics.acknowledge_alert)})
+            (m.ACKNOWLEDGE_PATH, {"POST": operator(m.acknowledge_alert)}),
+            (c.VERSION_PATH, {"GET": viewer(c.config_version)}),
+            (g.BREAKER_ACTION_PATH, {"POST": operator(g.breaker_action)}),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,6 +128,8 @@ class DataPlane:
         path: str = scope["path"]
         if self._forward is not None and path.startswith("/admin/"):
             try:
+                # Authenticated here too: the leader sees a loopback caller.
+                self._auth.check(scope, AdminRole.VIEWER)
                 await self._forward(scope, receive, send, self._max_body)
             except GatewayError as error:
                 await send_error(send, error)

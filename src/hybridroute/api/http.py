@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
 
 from hybridroute.api.wire import error_body
-from hybridroute.errors import GatewayError, PayloadTooLarge, RequestError
+from hybridroute.errors import GatewayError, MalformedJSON, PayloadTooLarge, RequestError
 
 __all__ = [
     "Receive",
     "Scope",
     "Send",
     "header_value",
+    "query_params",
     "read_body",
+    "read_json_object",
     "request_headers",
     "send_error",
     "send_json",
@@ -68,6 +73,29 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_json_object(
+    scope: Scope, receive: Receive, example: str, limit: int = 1024 * 1024
+) -> dict[str, Any]:
+    """An admin request's JSON object body ({} when empty), whatever its Content-Type says
+    (`curl -d` sends form encoding by default)."""
+    raw = await read_body(scope, receive, limit)
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"the body is not valid JSON ({exc}); send {example}") from None
+    if not isinstance(data, dict):
+        raise RequestError(f"the body must be a JSON object, like {example}")
+    return data
+
+
+def query_params(scope: Scope) -> dict[str, str]:
+    """The query string's parameters (the last value of each)."""
+    parsed = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return {name: values[-1] for name, values in parsed.items()}
 
 
 def _too_large(size: int, limit: int) -> PayloadTooLarge:

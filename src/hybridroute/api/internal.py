@@ -58,7 +58,7 @@ async def internal_events(runtime: Runtime, scope: Scope, receive: Receive, send
         raise MalformedJSON("the event batch must be a JSON list")
     events = decode_events(items)
     for event in events:
-        runtime.traffic.record(event)
+        runtime.observe_shipped(event)
     await send_json(send, 200, orjson.dumps({"recorded": len(events)}))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from hybridroute.caching import CachedResponse
-from hybridroute.errors import GatewayError, Overloaded
+from hybridroute.errors import GatewayError, Overloaded, ResidencyUnsatisfiable
 from hybridroute.gateway.service import Answer, Bill, Prepared
 from hybridroute.observability.events import Outcome, RequestEvent
 from hybridroute.routing.policy import Decision
@@ -51,9 +51,11 @@ class RequestReport:
         "primary",
         "priority",
         "reason",
+        "residency",
         "route",
         "status",
         "stream",
+        "subject",
         "tenant",
         "ttft_s",
     )
@@ -84,6 +86,8 @@ class RequestReport:
         self.attempts: tuple[Attempt, ...] = ()
         self.bill: Bill | None = None
         self.budget: tuple[str, float] | None = None
+        self.subject: str | None = None
+        self.residency: str | None = None
 
     def prepared(self, prepared: Prepared) -> None:
         chat = prepared.chat
@@ -94,6 +98,8 @@ class RequestReport:
         self.cache = prepared.cache.status
         self.decision_id = prepared.decision_id
         self.bill = prepared.bill
+        self.subject = chat.subject
+        self.residency = chat.residency
         view = prepared.budget
         if view.level.value or view.utilisation:
             self.budget = (view.level.name.lower(), view.utilisation)
@@ -111,6 +117,7 @@ class RequestReport:
         self.first_route = decision.routes[0] if decision.routes else None
         self.budget_s = decision.budget_ms / 1000.0
         self.reason = decision.reason
+        self.residency = decision.residency
 
     def served(self, answer: Answer) -> None:
         served = answer.served
@@ -146,6 +153,8 @@ class RequestReport:
         self.status = status
         self.error_code = error.code
         self.route = None
+        if isinstance(error, ResidencyUnsatisfiable):
+            self.residency = error.residency
         if isinstance(error, Overloaded):
             self.outcome = Outcome.SHED
         elif status >= 500:
@@ -200,4 +209,6 @@ class RequestReport:
             decision_id=self.decision_id,
             reason=self.reason,
             attempts=self.attempts,
+            subject=self.subject,
+            residency=self.residency,
         )

@@ -92,7 +92,20 @@ def parse_chat_request(
         ),
         cache=cache_directive(headers.get("cache-control")),
         tenant=tenant,
+        subject=_subject(headers.get("x-data-subject") or data.get("user")),
     )
+
+
+def _subject(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 256:
+        raise _fail(
+            "'user' (or X-Data-Subject) must be a string of at most 256 characters naming the "
+            "data subject",
+            "user",
+        )
+    return value
 
 
 def cache_directive(value: str | None) -> CacheDirective:

@@ -1,4 +1,5 @@
-"""The `hybridroute` command line: serve, demo, route, health, cost, report, config, sim."""
+"""The `hybridroute` command line: serve, demo, route, health, cost, report, config, sim,
+flags, rules, rollback, action, audit, compliance."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 import click
 
 from hybridroute import __version__
+from hybridroute.cli.audit_cmd import audit_group, compliance_group
 from hybridroute.cli.config_cmd import config_group
+from hybridroute.cli.control_cmd import action_group, flags_group, rollback_command, rules_group
 from hybridroute.cli.cost_cmd import cost_command
 from hybridroute.cli.demo_cmd import demo_command
 from hybridroute.cli.health_cmd import health_command
@@ -48,6 +51,12 @@ cli.add_command(cost_command)
 cli.add_command(report_command)
 cli.add_command(config_group)
 cli.add_command(sim_group)
+cli.add_command(flags_group)
+cli.add_command(rules_group)
+cli.add_command(rollback_command)
+cli.add_command(action_group)
+cli.add_command(audit_group)
+cli.add_command(compliance_group)
 
 
 def main() -> None:

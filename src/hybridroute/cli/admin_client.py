@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-__all__ = ["admin_get", "admin_token_option"]
+__all__ = ["admin_call", "admin_get", "admin_token_option", "print_json"]
 
 admin_token_option = click.option(
     "--token",
@@ -23,14 +23,36 @@ admin_token_option = click.option(
 
 def admin_get(url: str, path: str, token: str | None) -> dict[str, Any]:
     """GET an admin endpoint and return its JSON; a ClickException says what went wrong."""
+    body: dict[str, Any] = admin_call(url, "GET", path, token)
+    return body
+
+
+def admin_call(
+    url: str,
+    method: str,
+    path: str,
+    token: str | None,
+    body: Any = None,
+    *,
+    timeout_s: float = 30.0,
+    raw: bool = False,
+) -> Any:
+    """Call an admin endpoint and return its JSON (or its bytes, `raw`); a ClickException
+    says what went wrong."""
     headers = {"accept": "application/json"}
     if token:
         headers["authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(f"{url.rstrip('/')}{path}", headers=headers)
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["content-type"] = "application/json"
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}{path}", data=data, headers=headers, method=method
+    )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body: dict[str, Any] = json.loads(response.read())
-            return body
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            payload = response.read()
+            return payload if raw else json.loads(payload)
     except urllib.error.HTTPError as error:
         detail = error.read().decode("utf-8", "replace")
         with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -42,3 +64,7 @@ def admin_get(url: str, path: str, token: str | None) -> dict[str, Any]:
             f"cannot reach the gateway at {url} ({reason}); is it running? "
             "Start one with 'hybridroute demo' or pass --url"
         ) from None
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))

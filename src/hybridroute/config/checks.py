@@ -259,6 +259,27 @@ def _check_residency(config: GatewayConfig) -> list[ConfigIssue]:
                         "write it like 'eu-central-1'",
                     )
                 )
+    sets = sorted(config.residency.region_sets)
+    tenants = sorted(config.tenants.tenant_names())
+    for tenant, region_set in config.compliance.tenant_residency.items():
+        where = f"compliance.tenant_residency.{tenant}"
+        if region_set not in config.residency.region_sets:
+            issues.append(
+                ConfigIssue(
+                    where,
+                    f"no region set named {region_set!r}{_did_you_mean(region_set, sets)}",
+                    f"use one of {', '.join(sets) or '(none configured)'} or add it under "
+                    "residency.region_sets",
+                )
+            )
+        if tenant not in tenants:
+            issues.append(
+                ConfigIssue(
+                    where,
+                    f"no API key belongs to tenant {tenant!r}{_did_you_mean(tenant, tenants)}",
+                    f"tenants: {', '.join(tenants)} (add a key under tenants.api_keys)",
+                )
+            )
     return issues
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hybridroute.config.control import AdminConfig, AuditConfig, ComplianceConfig, GuardConfig
 from hybridroute.config.defaults import (
     DEFAULT_MATRIX,
     DEFAULT_OPERATION_PARAMS,
@@ -368,6 +369,10 @@ class GatewayConfig(_Strict):
     slo: SloConfig = Field(default_factory=SloConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
 
     def breaker_for(self, route_id: str) -> BreakerConfig:
         """The breaker settings of a route: its own override, else the global ones."""

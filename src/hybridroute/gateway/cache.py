@@ -30,7 +30,7 @@ from hybridroute.config.economy import CacheConfig
 from hybridroute.economics.pricing import money_text
 from hybridroute.types import CacheDirective, ChatRequest, GenerationRequest
 
-__all__ = ["CacheLookup", "ResponseCache", "cache_settings"]
+__all__ = ["CacheLookup", "ResponseCache", "cache_settings", "subject_tag"]
 
 _MIB, _KIB = 1024 * 1024, 1024
 _PURGE_SLICE = 2_000
@@ -120,6 +120,8 @@ class ResponseCache:
         scope = CacheScope(tenant, chat.residency)
         key = cache_key(generation, scope)
         tags = (*tags_for(generation, scope), _tag(tenant, op))
+        if chat.subject is not None:  # a pseudonym by now: erasure drops the subject's entries
+            tags = (*tags, subject_tag(chat.subject))
         seen = self._invalidation_counts(tags)
         if chat.cache is CacheDirective.NO_CACHE:
             self.stats.record_bypass(op, tenant)
@@ -187,6 +189,12 @@ class ResponseCache:
 
         supervisor.spawn(purger(), name="cache-purger")
 
+    async def invalidate_subject(self, pseudonym: str) -> int:
+        """Drop the entries made for a data subject's requests (erasure)."""
+        tag = subject_tag(pseudonym)
+        self._invalidations[tag] = self._invalidations.get(tag, 0) + 1
+        return await self.store.invalidate(tags=[tag])
+
     def age_s(self, entry: CachedResponse) -> float:
         return max(0.0, self._clock.now() - entry.created_at)
 
@@ -222,3 +230,8 @@ def _tag(tenant: str | None, operation_type: str | None) -> str:
     if tenant is None:
         return f"operation:{operation_type}"
     return f"tenant:{tenant}+operation:{operation_type}"
+
+
+def subject_tag(pseudonym: str) -> str:
+    """The tag of the cache entries made for a data subject's requests."""
+    return f"subject:{pseudonym}"

@@ -19,14 +19,16 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TypeVar
 
 from hybridroute._clock import Clock
 from hybridroute.caching import CachedResponse, StreamRecorder
+from hybridroute.compliance.subjects import SubjectRegistry
 from hybridroute.config.schema import OperationParams
 from hybridroute.economics import CostLedger, PriceTable, Reservation
+from hybridroute.errors import RequestError
 from hybridroute.gateway.accounting import Accountant
 from hybridroute.gateway.attempts import AttemptLog
 from hybridroute.gateway.cache import CacheLookup, ResponseCache
@@ -39,7 +41,7 @@ from hybridroute.resilience.health import HealthBoard
 from hybridroute.routing.flags import FlagStore
 from hybridroute.routing.matrix import RoutingMatrix, RoutingRule, Topology
 from hybridroute.routing.policy import Decision, decide
-from hybridroute.signals import BudgetLevel, BudgetView
+from hybridroute.signals import NO_OVERRIDES, BudgetLevel, BudgetView, Overrides
 from hybridroute.storage.records import ChargeRecord
 from hybridroute.types import ChatRequest, GenerationRequest, RouteId, StreamEnd
 
@@ -129,6 +131,7 @@ class Gateway:
         cache: ResponseCache,
         tenants: TenantDirectory,
         max_output_tokens: int | None = None,
+        tenant_residency: Mapping[str, str] | None = None,
     ) -> None:
         self.matrix = matrix
         self.topology = topology
@@ -149,6 +152,31 @@ class Gateway:
         self._routes = dict(routes)
         self._ids = DecisionIds()
         self._cheaper = self._cheaper_routes(accountant.prices)
+        self._tenant_residency = dict(tenant_residency or {})
+        self.overrides: Callable[[], Overrides] = lambda: NO_OVERRIDES
+        self.subjects: SubjectRegistry | None = None
+
+    def use_matrix(self, matrix: RoutingMatrix) -> None:
+        """Decide with `matrix` from the next request on (decisions made keep their rule)."""
+        self.matrix = matrix
+        self._cheaper = self._cheaper_routes(self.accountant.prices)
+
+    def residency_for(self, chat: ChatRequest) -> str | None:
+        """The region set a request is held to: its tenant's policy, or what it asked for. A
+        request may narrow its tenant's policy to a subset, never widen it."""
+        policy = self._tenant_residency.get(chat.tenant)
+        asked = chat.residency
+        if policy is None or asked is None or asked == policy:
+            return policy or asked
+        sets = self.topology.region_sets
+        if asked in sets and policy in sets and sets[asked] <= sets[policy]:
+            return asked
+        raise RequestError(
+            f"tenant {chat.tenant!r} is held to residency {policy!r}; the request asked for "
+            f"{asked!r}, which is not within it — leave the residency out or name a subset of "
+            f"{policy!r}",
+            param="residency",
+        )
 
     def now(self) -> float:
         """Steady wall-clock time: the wall time at start, advanced by monotonic time."""
@@ -213,6 +241,14 @@ class Gateway:
             requested_model=request.model,
         )
 
+    async def pseudonymise(self, chat: ChatRequest) -> ChatRequest:
+        """The request with its data subject replaced by the subject's pseudonym (or dropped
+        when no registry keeps pseudonyms): the subject itself goes no further."""
+        if chat.subject is None:
+            return chat
+        pseudonym = await self.subjects.resolve(chat.subject) if self.subjects else None
+        return replace(chat, subject=pseudonym)
+
     # -- 2. the cache ----------------------------------------------------------------------------
 
     async def cached(self, prepared: Prepared) -> CachedResponse | None:
@@ -232,8 +268,23 @@ class Gateway:
             now=self._clock.monotonic(),
             decision_id=prepared.decision_id,
             budget=prepared.budget,
-            residency=chat.residency,
+            residency=self.residency_for(chat),
             requested_budget_ms=chat.latency_budget_ms,
+            overrides=self.overrides(),
+        )
+
+    def preview(self, rule: RoutingRule, residency: str | None = None) -> Decision:
+        """How a request of `rule` would be decided now (health, flags, operator overrides;
+        no budget pressure): for validation and dry runs."""
+        return decide(
+            rule,
+            topology=self.topology,
+            health=self.health.view(),
+            flags=self.flags.current(),
+            now=self._clock.monotonic(),
+            decision_id="preview",
+            residency=residency,
+            overrides=self.overrides(),
         )
 
     # -- 4. serve --------------------------------------------------------------------------------

@@ -113,6 +113,10 @@ class HybridHealthMonitor:
         self._p95[route] = (now, value)
         return value
 
+    def use_matrix(self, matrix: RoutingMatrix) -> None:
+        """Report against a new routing matrix (an applied routing-configuration version)."""
+        self._matrix = matrix
+
     def report(self) -> HealthReport:
         """The whole picture now."""
         totals = self._window.totals(self._clock.monotonic())

@@ -76,6 +76,8 @@ class RequestEvent:
     decision_id: str | None = None
     reason: str | None = None  # the decision's reason, in words
     attempts: tuple[Attempt, ...] = ()  # in the order they started
+    subject: str | None = None  # the data subject's pseudonym (never the subject itself)
+    residency: str | None = None  # the region set the request was held to
 
     @property
     def decided(self) -> bool:

@@ -37,6 +37,7 @@ _PLAIN = (
     "first_route", "fallback", "efficient", "hedged", "stream", "ttft_s", "cache",
     "input_tokens", "output_tokens", "currency", "billed_input_tokens", "billed_output_tokens",
     "error_code", "model", "decision_id", "reason", "budget_level", "budget_utilisation",
+    "subject", "residency",
 )  # fmt: skip
 
 

@@ -109,6 +109,7 @@ class CircuitBreaker:
         "_clock",
         "_closed_at",
         "_consecutive",
+        "_forced_until",
         "_half_open_ok",
         "_latency_ewma",
         "_level",
@@ -139,6 +140,7 @@ class CircuitBreaker:
         self._times_opened = 0
         self._opened_because: str | None = None
         self._latency_ewma: float | None = None
+        self._forced_until = 0.0
         self.last_error: str | None = None
 
     # -- reading -------------------------------------------------------------------------------
@@ -190,6 +192,9 @@ class CircuitBreaker:
 
     def _open_health(self) -> RouteHealth:
         wait = max(0.0, self._open_until - self._clock.monotonic())
+        if self.forced_open:
+            hold = "until reset" if wait == float("inf") else f"for {wait:.1f}s more"
+            return RouteHealth(HealthStatus.UNHEALTHY, f"breaker forced open {hold}")
         return RouteHealth(HealthStatus.UNHEALTHY, f"breaker open, retry in {wait:.1f}s")
 
     def snapshot(self) -> BreakerSnapshot:
@@ -197,7 +202,7 @@ class CircuitBreaker:
         ok, failed = self._totals()
         total = ok + failed
         reopen = None
-        if state is BreakerState.OPEN:
+        if state is BreakerState.OPEN and self._open_until != float("inf"):
             reopen = max(0.0, self._open_until - self._clock.monotonic())
         return BreakerSnapshot(
             route=self.route,
@@ -237,6 +242,8 @@ class CircuitBreaker:
     def record_success(self, permit: Permit, latency_s: float) -> None:
         ewma = self._latency_ewma
         self._latency_ewma = latency_s if ewma is None else ewma + 0.2 * (latency_s - ewma)
+        if self.forced_open:
+            return  # held open by an operator: a success does not close it
         if permit is Permit.NORMAL:
             if self._state is BreakerState.CLOSED:
                 self._consecutive = 0
@@ -278,6 +285,8 @@ class CircuitBreaker:
 
     def record_probe(self, ok: bool, error: str | None = None) -> None:
         """An active health probe's result."""
+        if self.forced_open:
+            return
         state = self.state
         if ok:
             if state is BreakerState.OPEN:
@@ -297,6 +306,32 @@ class CircuitBreaker:
         """Give a permit back without an outcome (cancelled, or the request's own fault)."""
         if permit is Permit.PROBE:
             self._probes = max(0, self._probes - 1)
+
+    # -- operator actions ----------------------------------------------------------------------
+
+    @property
+    def forced_open(self) -> bool:
+        """Held open by an operator (until `reset` or the hold ends)."""
+        return self._forced_until > self._clock.monotonic()
+
+    def force_open(self, because: str, duration_s: float | None = None) -> None:
+        """Open now and stay open for `duration_s` (None: until reset), whatever probes and
+        trial requests say; then half-open as usual."""
+        now = self._clock.monotonic()
+        until = now + duration_s if duration_s is not None else float("inf")
+        self._state = BreakerState.OPEN
+        self._open_until = until
+        self._forced_until = until
+        self._times_opened += 1
+        self._opened_because = f"forced open by an operator: {because}"
+        self._half_open_ok = 0
+
+    def reset(self) -> None:
+        """Close now and forget the failure history and back-off level."""
+        self._forced_until = 0.0
+        self._level = 0
+        self._probes = 0
+        self._close()
 
     # -- transitions ---------------------------------------------------------------------------
 

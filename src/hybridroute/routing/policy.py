@@ -8,6 +8,8 @@ decision out; this module only decides. The semantics are DESIGN.md §4:
 - flags: support mode off → no bedrock route at all (MCP-only mode); intelligent routing off →
   everything to the MCP-only route; direct-bedrock fallback off → bedrock is never a fallback;
 - residency: only routes whose region is in the requested region set; none left → refused;
+- operator overrides: a disabled (isolated) route is never tried; none left → refused (503);
+  in maintenance mode only critical rows are served, the rest get 503 with Retry-After;
 - budget: ≥ 95 % refuses low priority, 100 % refuses everything but critical, 80–95 % prefers the
   cheaper route for medium/low rows when both are healthy;
 - health: an unhealthy first route yields to a usable one; when none is usable, the first is
@@ -24,15 +26,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hybridroute.errors import BudgetRefused, RequestError, ResidencyUnsatisfiable
+from hybridroute.errors import (
+    BudgetRefused,
+    InMaintenance,
+    RequestError,
+    ResidencyUnsatisfiable,
+    RoutesDisabled,
+)
 from hybridroute.routing.matrix import RoutingRule, Topology
 from hybridroute.signals import (
     NO_BUDGET_PRESSURE,
+    NO_OVERRIDES,
     BudgetLevel,
     BudgetView,
     FlagState,
     HealthStatus,
     HealthView,
+    Overrides,
     RouteHealth,
 )
 from hybridroute.types import Priority, RouteId, RouteKind
@@ -60,6 +70,8 @@ class Decision:
     # Start the second route too if the first is slow (performance optimisation on, the row
     # hedges, both routes usable and in matrix order).
     hedge: bool = False
+    # The region set the request was held to (None: unconstrained).
+    residency: str | None = None
 
     @property
     def primary(self) -> RouteId:
@@ -78,15 +90,20 @@ def decide(  # noqa: PLR0913 - the policy's inputs are exactly DESIGN.md §4's l
     budget: BudgetView = NO_BUDGET_PRESSURE,
     residency: str | None = None,
     requested_budget_ms: int | None = None,
+    overrides: Overrides = NO_OVERRIDES,
 ) -> Decision:
     """Decide which routes serve a request, in which order, by when, and why."""
-    _admit(rule, budget)
+    _admit(rule, budget, overrides)
     candidates, clause = _candidates(rule, topology, flags)
     clauses = [clause]
     if residency is not None:
         candidates, residency_clause = _within_residency(candidates, residency, topology)
         if residency_clause:
             clauses.append(residency_clause)
+    if overrides.disabled_routes:
+        candidates, disabled_clause = _without_disabled(candidates, overrides.disabled_routes)
+        if disabled_clause:
+            clauses.append(disabled_clause)
     candidates, cost_clause = _prefer_cheaper(candidates, rule, budget, health)
     if cost_clause:
         clauses.append(cost_clause)
@@ -120,10 +137,18 @@ def decide(  # noqa: PLR0913 - the policy's inputs are exactly DESIGN.md §4's l
         decided_at=now,
         primary_eligible=primary_eligible,
         hedge=hedge,
+        residency=residency,
     )
 
 
-def _admit(rule: RoutingRule, budget: BudgetView) -> None:
+def _admit(rule: RoutingRule, budget: BudgetView, overrides: Overrides) -> None:
+    if overrides.maintenance and rule.priority is not Priority.CRITICAL:
+        why = f" ({overrides.maintenance_reason})" if overrides.maintenance_reason else ""
+        raise InMaintenance(
+            f"the gateway is in maintenance mode{why}: only critical operations are served; "
+            f"{rule.operation_type} is {rule.priority.value} priority, retry later",
+            retry_after_s=overrides.maintenance_retry_after_s,
+        )
     # DESIGN.md §4.7 says non-critical work is throttled at 95 %; the cost issue that builds the
     # ledger narrows it (and is newer): at 95 % low-priority work is throttled, at 100 % only
     # critical work is served.
@@ -198,6 +223,20 @@ def _within_residency(
         return kept, ""
     listing = ", ".join(f"{r} ({region or 'no region'})" for r, region in excluded.items())
     return kept, f"residency {residency} excludes {listing}"
+
+
+def _without_disabled(
+    candidates: list[RouteId], disabled: frozenset[RouteId]
+) -> tuple[list[RouteId], str]:
+    kept = [r for r in candidates if r not in disabled]
+    gone = [r for r in candidates if r in disabled]
+    if not kept:
+        raise RoutesDisabled(
+            f"every route allowed for this request is disabled by an operator "
+            f"({', '.join(gone)}); the request was refused and sent nowhere",
+            disabled=gone,
+        )
+    return kept, (f"disabled by an operator: {', '.join(gone)}" if gone else "")
 
 
 def _prefer_cheaper(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from hybridroute.config.platform import StorageConfig
+from hybridroute.storage.control import ControlStore
 from hybridroute.storage.operations import OperationsStore
 from hybridroute.storage.records import BudgetEventRecord, ChargeRecord, SpendRow
 
@@ -53,9 +54,9 @@ class LedgerStore(Protocol):
         ...
 
 
-class RecordStore(LedgerStore, OperationsStore, Protocol):
-    """A store that keeps both the ledger's and the operations reports' records (the embedded
-    SQLite and in-memory stores do)."""
+class RecordStore(LedgerStore, OperationsStore, ControlStore, Protocol):
+    """A store that keeps the ledger's, the operations reports' and the control plane's records
+    (the embedded SQLite and in-memory stores do)."""
 
 
 def open_ledger_store(config: StorageConfig) -> RecordStore:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
+from hybridroute.errors import StorageError
+from hybridroute.storage.control import AuditRecord, ConfigVersionRecord, audit_head
 from hybridroute.storage.records import (
     AlertEventRecord,
     BudgetEventRecord,
@@ -37,6 +39,9 @@ class MemoryLedgerStore:
         self._alerts: list[AlertEventRecord] = []
         self._gateway: list[GatewayEventRecord] = []
         self._hours: dict[int, str] = {}
+        self._state: dict[str, str] = {}
+        self._versions: list[ConfigVersionRecord] = []
+        self._audit: list[AuditRecord] = []
 
     async def open(self) -> None:
         return None
@@ -108,6 +113,60 @@ class MemoryLedgerStore:
             for h, data in sorted(self._hours.items())
             if first_hour <= h <= last_hour
         ]
+
+    # -- the control store -----------------------------------------------------------------------
+
+    async def get_state(self, key: str) -> str | None:
+        return self._state.get(key)
+
+    async def put_state(self, key: str, value: str) -> None:
+        self._state[key] = value
+
+    async def delete_state(self, key: str) -> bool:
+        return self._state.pop(key, None) is not None
+
+    async def append_config_version(self, record: ConfigVersionRecord) -> None:
+        if any(v.version == record.version for v in self._versions):
+            raise StorageError(f"routing configuration version {record.version} already exists")
+        self._versions.append(record)
+
+    async def config_versions(self) -> list[ConfigVersionRecord]:
+        return sorted(self._versions, key=lambda v: v.version)
+
+    async def append_audit(self, records: Sequence[AuditRecord], head_key: str) -> None:
+        if records:
+            self._audit.extend(records)
+            last = records[-1]
+            self._state[head_key] = audit_head(last)
+
+    async def audit_records(
+        self, after_seq: int = 0, since: float | None = None, until: float | None = None
+    ) -> list[AuditRecord]:
+        return [
+            r
+            for r in self._audit
+            if r.seq > after_seq
+            and (since is None or r.at >= since)
+            and (until is None or r.at < until)
+        ]
+
+    async def last_audit(self) -> AuditRecord | None:
+        return self._audit[-1] if self._audit else None
+
+    async def purge_audit(self, before: float, anchor_key: str) -> AuditRecord | None:
+        cut = 0
+        while cut < len(self._audit) and self._audit[cut].at < before:
+            cut += 1
+        if cut == 0:
+            return None
+        last = self._audit[cut - 1]
+        del self._audit[:cut]
+        self._state[anchor_key] = audit_head(last)
+        return last
+
+    def audit_list(self) -> list[AuditRecord]:
+        """The records themselves, in order (tests tamper with them)."""
+        return self._audit
 
     def describe(self) -> str:
         return "in memory (nothing survives a restart)"

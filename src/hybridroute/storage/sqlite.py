@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from hybridroute.errors import StorageError
+from hybridroute.storage.control import AuditRecord, ConfigVersionRecord, audit_head
 from hybridroute.storage.records import (
     AlertEventRecord,
     BudgetEventRecord,
@@ -31,9 +32,11 @@ from hybridroute.storage.records import (
 
 __all__ = ["SqliteLedgerStore"]
 
+_AUDIT_COLUMNS = "seq, at, kind, actor, subject, data, prev, digest"
+
 T = TypeVar("T")
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS charges (
     id INTEGER PRIMARY KEY,
@@ -91,6 +94,30 @@ CREATE TABLE IF NOT EXISTS traffic_hours (
     hour INTEGER PRIMARY KEY,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS control_state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS config_versions (
+    version INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    author TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    document TEXT NOT NULL,
+    diff TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_records (
+    id INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    subject TEXT,
+    data TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    digest TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_records_by_time ON audit_records (at);
 """
 
 
@@ -382,8 +409,129 @@ class SqliteLedgerStore:
 
         return await self._run(read)
 
+    # -- the control store -----------------------------------------------------------------------
+
+    async def get_state(self, key: str) -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT value FROM control_state WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(read)
+
+    async def put_state(self, key: str, value: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN")
+                _put_state(conn, key, value)
+
+        await self._run(write)
+
+    async def delete_state(self, key: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            with conn:
+                conn.execute("BEGIN")
+                return conn.execute("DELETE FROM control_state WHERE key = ?", (key,)).rowcount > 0
+
+        return await self._run(delete)
+
+    async def append_config_version(self, record: ConfigVersionRecord) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN")
+                if conn.execute(
+                    "SELECT 1 FROM config_versions WHERE version = ?", (record.version,)
+                ).fetchone():
+                    raise StorageError(
+                        f"routing configuration version {record.version} already exists"
+                    )
+                conn.execute(
+                    "INSERT INTO config_versions (version, at, author, comment, document, diff) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (record.version, record.at, record.author, record.comment,
+                     record.document, record.diff),
+                )  # fmt: skip
+
+        await self._run(write)
+
+    async def config_versions(self) -> list[ConfigVersionRecord]:
+        def read(conn: sqlite3.Connection) -> list[ConfigVersionRecord]:
+            rows = conn.execute(
+                "SELECT version, at, author, comment, document, diff FROM config_versions "
+                "ORDER BY version"
+            ).fetchall()
+            return [ConfigVersionRecord(*row) for row in rows]
+
+        return await self._run(read)
+
+    async def append_audit(self, records: Sequence[AuditRecord], head_key: str) -> None:
+        rows = [
+            (r.seq, r.at, r.kind, r.actor, r.subject, r.data, r.prev, r.digest) for r in records
+        ]
+
+        def write(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN")
+                conn.executemany(
+                    "INSERT INTO audit_records (seq, at, kind, actor, subject, data, prev, digest) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                _put_state(conn, head_key, audit_head(records[-1]))
+
+        if rows:
+            await self._run(write)
+
+    async def audit_records(
+        self, after_seq: int = 0, since: float | None = None, until: float | None = None
+    ) -> list[AuditRecord]:
+        def read(conn: sqlite3.Connection) -> list[AuditRecord]:
+            rows = conn.execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit_records WHERE seq > ? AND at >= ? AND at < ? "
+                "ORDER BY id",
+                (after_seq, -1e300 if since is None else since, 1e300 if until is None else until),
+            ).fetchall()
+            return [AuditRecord(*row) for row in rows]
+
+        return await self._run(read)
+
+    async def last_audit(self) -> AuditRecord | None:
+        def read(conn: sqlite3.Connection) -> AuditRecord | None:
+            row = conn.execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit_records ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            return None if row is None else AuditRecord(*row)
+
+        return await self._run(read)
+
+    async def purge_audit(self, before: float, anchor_key: str) -> AuditRecord | None:
+        def delete(conn: sqlite3.Connection) -> AuditRecord | None:
+            with conn:
+                conn.execute("BEGIN")
+                # The chain's prefix: every record up to the last one older than `before`.
+                row = conn.execute(
+                    f"SELECT id, {_AUDIT_COLUMNS} FROM audit_records WHERE at < ? "
+                    "ORDER BY id DESC LIMIT 1",
+                    (before,),
+                ).fetchone()
+                if row is None:
+                    return None
+                conn.execute("DELETE FROM audit_records WHERE id <= ?", (row[0],))
+                last = AuditRecord(*row[1:])
+                _put_state(conn, anchor_key, audit_head(last))
+                return last
+
+        return await self._run(delete)
+
     def describe(self) -> str:
         return f"SQLite file {self.path.resolve()}"
 
     def __repr__(self) -> str:
         return f"<SqliteLedgerStore {self.path}>"
+
+
+def _put_state(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO control_state (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )

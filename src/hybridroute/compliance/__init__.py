@@ -1,0 +1,1 @@
+"""GDPR tooling: PII redaction, data-subject pseudonyms and erasure, residency reports."""
