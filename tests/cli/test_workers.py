@@ -183,6 +183,23 @@ def _chat(base: str, operation_type: str) -> int:
         return int(response.status)
 
 
+def _route_of(base: str, operation_type: str) -> str:
+    request = urllib.request.Request(
+        f"{base}/v1/chat/completions",
+        data=json.dumps(
+            {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
+        ).encode(),
+        headers={
+            "content-type": "application/json",
+            "x-operation-type": operation_type,
+            "Connection": "close",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+        return str(response.headers["x-hybridroute-route"])
+
+
 def _send(base: str, count: int) -> None:
     operations = ["emergency", "standard"] * (count // 2)
     with ThreadPoolExecutor(max_workers=6) as pool:
@@ -378,6 +395,20 @@ def test_followers_ship_events_and_forward_admin_requests_to_the_leader(
         status, body = _call("POST", events, batch, headers)
         assert (status, body["error"]["code"]) == (404, "not_found"), body
     assert served_now() == 90
+
+    # A flag changed through any worker is in force on every worker within about a second:
+    # after disable-all, emergency requests on fresh connections (spread over the workers) are
+    # all served by mcp.
+    status, flags = _call("POST", f"{base}/admin/feature-flags/bedrock/disable-all", {})
+    assert status == 200, flags
+    assert not any(flags["flags"].values())
+    took = wait_for(lambda: all(_route_of(base, "emergency") == "mcp" for _ in range(12)), 5)
+    assert took < 3.0
+    routes = {_route_of(base, "emergency") for _ in range(24)}
+    assert routes == {"mcp"}
+    status, _ = _call("POST", f"{base}/admin/feature-flags/bedrock/enable-all", {})
+    assert status == 200
+    wait_for(lambda: all(_route_of(base, "emergency") == "direct_bedrock" for _ in range(12)), 5)
 
 
 def _proc_state(pid: int) -> str:

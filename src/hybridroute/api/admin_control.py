@@ -3,6 +3,7 @@
 - `GET /admin/feature-flags/bedrock` — the five flags and the last change (viewer);
 - `POST /admin/feature-flags/bedrock/update` `{"flag", "enabled", "reason"?}` (operator);
 - `POST /admin/feature-flags/bedrock/disable-all` `{"reason"?}` (operator): MCP-only routing;
+- `POST /admin/feature-flags/bedrock/enable-all` `{"reason"?}` (operator): all five back on;
 - `GET /admin/config/routing-rules` — the version in force with its matrix (viewer);
 - `PUT /admin/config/routing-rules` `{"matrix": {...}, "comment"?, "version"?}` (admin): a new
   version, hot-swapped; `?dry_run=true` validates and previews without applying (with
@@ -30,6 +31,7 @@ from hybridroute.control.routing_config import matrix_diff, version_summary
 from hybridroute.errors import GatewayError, RequestError
 from hybridroute.routing.matrix import RoutingMatrix
 from hybridroute.runtime import Runtime
+from hybridroute.signals import FlagState
 
 __all__ = [
     "VERSION_PATH",
@@ -37,6 +39,7 @@ __all__ = [
     "config_version",
     "config_versions",
     "disable_all_flags",
+    "enable_all_flags",
     "get_flags",
     "get_routing_rules",
     "put_routing_rules",
@@ -108,6 +111,16 @@ async def disable_all_flags(runtime: Runtime, scope: Scope, receive: Receive, se
     _only(data, {"reason"}, '{"reason": "..."}')
     change = await runtime.control.flags.disable_all(
         actor=principal_of(scope).name, reason=_reason(data) or "disable-all"
+    )
+    await runtime.control.commit()
+    await _reply(send, {**_flags_body(runtime), **change.as_dict()})
+
+
+async def enable_all_flags(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    data = await read_json_object(scope, receive, '{"reason": "..."}')
+    _only(data, {"reason"}, '{"reason": "..."}')
+    change = await runtime.control.flags.restore(
+        FlagState(), actor=principal_of(scope).name, reason=_reason(data) or "enable-all"
     )
     await runtime.control.commit()
     await _reply(send, {**_flags_body(runtime), **change.as_dict()})

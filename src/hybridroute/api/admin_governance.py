@@ -120,7 +120,7 @@ async def breaker_action(runtime: Runtime, scope: Scope, receive: Receive, send:
         "breaker_reset" if reset else "breaker_open",
         target=match["route"],
         enabled=None,
-        for_s=None if reset else _for_s(data),
+        for_s=_for_s(data),  # refused for a reset, which ends something
         actor=principal_of(scope).name,
         reason=_text(data, "reason"),
     )

@@ -107,6 +107,7 @@ class DataPlane:
             "/admin/cache/invalidate": {"POST": operator(cache_invalidate)},
             "/admin/feature-flags/bedrock/update": {"POST": operator(c.update_flag)},
             "/admin/feature-flags/bedrock/disable-all": {"POST": operator(c.disable_all_flags)},
+            "/admin/feature-flags/bedrock/enable-all": {"POST": operator(c.enable_all_flags)},
             "/admin/config/rollback": {"POST": operator(c.config_rollback)},
             "/admin/rollback": {"POST": operator(c.rollback)},
             # configure (admin)

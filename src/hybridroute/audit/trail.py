@@ -95,13 +95,24 @@ class AuditTrail:
         self._listeners.append(listener)
 
     async def open(self) -> None:
-        """Continue the stored chain (or start one)."""
+        """Continue the stored chain (or start one). When the remembered head is past the
+        newest stored record, records were cut off the end: numbering goes on after the head,
+        so the gap stays visible to `verify` instead of being papered over by new records."""
         last = await self._store.last_audit()
         if last is not None:
             self._seq, self._prev = last.seq, last.digest
         else:
             anchor = await self.anchor()
             self._seq, self._prev = anchor.seq, anchor.digest
+        head = await self.head()
+        if head is not None and head[0] > self._seq:
+            log.error(
+                "audit records %d to %d are missing from the end of the chain; continuing "
+                "after the remembered head",
+                self._seq + 1,
+                head[0],
+            )
+            self._seq, self._prev = head
 
     async def anchor(self) -> Anchor:
         raw = await self._store.get_state(ANCHOR_KEY)

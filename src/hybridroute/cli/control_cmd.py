@@ -116,6 +116,19 @@ def flags_disable_all(url: str, token: str | None, reason: str, as_json: bool) -
     print_json(body) if as_json else _print_flags(body)
 
 
+@flags_group.command("enable-all")
+@gateway_url_option
+@admin_token_option
+@_reason_option
+@_json_option
+def flags_enable_all(url: str, token: str | None, reason: str, as_json: bool) -> None:
+    """Turn all five flags back on (hybrid routing) once the cause is fixed."""
+    body = admin_call(
+        url, "POST", "/admin/feature-flags/bedrock/enable-all", token, {"reason": reason}
+    )
+    print_json(body) if as_json else _print_flags(body)
+
+
 # -- routing configuration ---------------------------------------------------------------------
 
 

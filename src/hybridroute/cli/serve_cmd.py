@@ -55,6 +55,12 @@ def serve_command(
                 "budgets are configured, and each worker process would keep its own count: "
                 "serve them with one process (--workers 1)"
             )
+        if config.storage.backend == "memory":
+            raise click.ClickException(
+                "worker processes share flags, routing versions, operator actions and the audit "
+                "trail through the SQLite store, and storage.backend is memory: use "
+                "storage.backend: sqlite, or serve with one process (--workers 1)"
+            )
         try:
             status = WorkerPool(
                 config_file, host=listen_host, port=listen_port, workers=workers, echo=click.echo

@@ -79,6 +79,8 @@ _MARKERS: dict[PiiKind, str] = {kind: f"[REDACTED:{kind.value.upper()}]" for kin
 # A safety stop for `Redactor.redact`'s rescans; each pass strictly shrinks the unredacted text,
 # and in practice a second pass is the most ever needed.
 _MAX_PASSES = 16
+_MEMO_MAX_CHARS = 256
+_MEMO_ENTRIES = 8192
 
 _Span = tuple[int, int]
 _Check = Callable[[re.Match[str]], _Span | None]
@@ -578,12 +580,15 @@ class Redactor:
     updated under a lock, so one redactor may be shared between threads.
     """
 
-    __slots__ = ("_counts", "_enabled", "_lock")
+    __slots__ = ("_counts", "_enabled", "_lock", "_memo")
 
     def __init__(self, enabled: bool = True) -> None:
         self._enabled = enabled
         self._counts: dict[PiiKind, int] = dict.fromkeys(PiiKind, 0)
         self._lock = threading.Lock()
+        # Short texts repeat (operation types, route ids, decision reasons): their verdicts are
+        # remembered, so an audit record's fields cost a dictionary lookup, not a scan.
+        self._memo: dict[str, tuple[str, tuple[tuple[PiiKind, int], ...]]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -604,8 +609,18 @@ class Redactor:
         """
         if not self._enabled:
             return text
+        short = len(text) <= _MEMO_MAX_CHARS
+        if short:
+            remembered = self._memo.get(text)
+            if remembered is not None:
+                result, counted = remembered
+                if counted:
+                    self._add(dict(counted))
+                return result
         found = _detect(text)
         if not found:
+            if short:
+                self._remember(text, text, ())
             return text
         tally = dict.fromkeys(PiiKind, 0)
         result = text
@@ -616,10 +631,20 @@ class Redactor:
             found = _detect(result)
             if not found:
                 break
+        self._add(tally)
+        if short:
+            self._remember(text, result, tuple((k, n) for k, n in tally.items() if n))
+        return result
+
+    def _add(self, tally: dict[PiiKind, int]) -> None:
         with self._lock:
             for kind, count in tally.items():
                 self._counts[kind] += count
-        return result
+
+    def _remember(self, text: str, result: str, counted: tuple[tuple[PiiKind, int], ...]) -> None:
+        if len(self._memo) >= _MEMO_ENTRIES:
+            self._memo.clear()
+        self._memo[text] = (result, counted)
 
     def redact_value(self, value: object) -> object:
         """`value` with every string in it redacted, dict keys included.

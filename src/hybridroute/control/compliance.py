@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from hybridroute._clock import Clock
+from hybridroute.audit.chain import IntegrityReport
 from hybridroute.audit.trail import AuditTrail
 from hybridroute.compliance.redaction import Redactor
 from hybridroute.compliance.subjects import SubjectRegistry
@@ -42,6 +43,7 @@ log = logging.getLogger("hybridroute.compliance")
 LAST_PURGE_KEY = "compliance:last_purge"
 _PURGE_EVERY_S = 6 * 3600.0
 _DAY_S = 86_400.0
+_VERIFY_EVERY_S = 60.0
 
 
 class ComplianceService:
@@ -73,6 +75,7 @@ class ComplianceService:
         self.served_by_region: Counter[str] = Counter()
         self.last_purge: dict[str, Any] | None = None
         self.last_erasure_at: float | None = None
+        self._verified: tuple[IntegrityReport, float] | None = None
 
     # -- residency accounting (an observer of every finished request) --------------------------
 
@@ -164,8 +167,17 @@ class ComplianceService:
 
     # -- reports ---------------------------------------------------------------------------------
 
+    async def _integrity(self) -> tuple[IntegrityReport, float]:
+        """The chain's verification, redone at most once a minute (it reads every record)."""
+        now = self._clock.monotonic()
+        cached = self._verified
+        if cached is None or now - cached[1] >= _VERIFY_EVERY_S:
+            cached = (await self._audit.verify(), now)
+            self._verified = cached
+        return cached[0], self._clock.now() - (now - cached[1])
+
     async def gdpr_status(self) -> dict[str, Any]:
-        integrity = await self._audit.verify()
+        integrity, verified_at = await self._integrity()
         return {
             "redaction": {
                 "enabled": self.redactor.enabled,
@@ -189,6 +201,7 @@ class ComplianceService:
                 "records": integrity.checked,
                 "keyed": integrity.keyed,
                 "problems": len(integrity.problems),
+                "verified_at": verified_at,
             },
             "compliant": integrity.ok and not self.violations and self.redactor.enabled,
         }

@@ -98,6 +98,7 @@ class FlagService:
                                   action="disable_all")  # fmt: skip
 
     async def restore(self, state: FlagState, *, actor: str, reason: str) -> FlagChange:
+        """Set all five at once (`enable-all` restores them all on)."""
         return await self._change(state, actor=actor, reason=reason, action="restore")
 
     async def _change(self, new: FlagState, *, actor: str, reason: str, action: str) -> FlagChange:

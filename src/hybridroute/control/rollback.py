@@ -119,6 +119,8 @@ class RollbackService:
             )
         if level != 3 and version is not None:
             raise RequestError("'version' belongs to level 3 only", param="version")
+        if version is not None:
+            await self._routing.version(version)  # NotFound (404) before anything is done
         report = RollbackReport(level, actor, reason, self._gateway.clock.now())
         began = time.perf_counter()
         why = reason or f"level {level} rollback"

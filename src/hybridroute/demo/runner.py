@@ -80,6 +80,11 @@ Simulate a Direct Bedrock outage and watch fallback-eligible operations move to 
 Where the money went, and the day so far:
   {_cli_command()} cost --url {gateway}
   {_cli_command()} report daily --url {gateway}
+Operate it (flags, rollback, routing versions, the audit trail; see docs/operations.md):
+  {_cli_command()} flags list --url {gateway}
+  {_cli_command()} rollback --level 2 --url {gateway} --reason drill
+  {_cli_command()} flags enable-all --url {gateway}
+  {_cli_command()} audit verify --url {gateway}
 
 {traffic} Ctrl-C stops everything.
 """
