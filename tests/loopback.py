@@ -7,6 +7,7 @@ module from the embedded default config pointed at these simulators.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -115,6 +116,30 @@ class RunningGateway:
 GatewayFactory = Callable[..., RunningGateway]
 
 
+def launch(data: dict[str, Any]) -> tuple[RunningGateway, ThreadedServer]:
+    """Serve a gateway built from config data, once it is ready (the caller stops it)."""
+    app = create_app(parse_config(data))
+    server = ThreadedServer(app, name="gateway").start()
+    gateway = RunningGateway(server.url, app)
+    try:
+        gateway.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return gateway, server
+
+
+@contextlib.contextmanager
+def serving(data: dict[str, Any]) -> Iterator[RunningGateway]:
+    """A gateway the test starts and stops itself (to restart it on the same store, or to
+    share one across a module)."""
+    gateway, server = launch(data)
+    try:
+        yield gateway
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def start_gateway(bedrock_sim: Simulator, mcp_sim: Simulator) -> Iterator[GatewayFactory]:
     """Start a gateway on the simulators; `changes` are merged into the config data."""
@@ -124,11 +149,8 @@ def start_gateway(bedrock_sim: Simulator, mcp_sim: Simulator) -> Iterator[Gatewa
         data = copy.deepcopy(gateway_config_data(bedrock_sim, mcp_sim))
         if changes is not None:
             changes(data)
-        app = create_app(parse_config(data))
-        server = ThreadedServer(app, name="gateway").start()
+        gateway, server = launch(data)
         servers.append(server)
-        gateway = RunningGateway(server.url, app)
-        gateway.wait_ready()
         return gateway
 
     yield start

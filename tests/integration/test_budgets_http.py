@@ -10,29 +10,26 @@ knows exactly how many requests take spend past 80 %, 95 % and 100 %.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import datetime as dt
 import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 
-from hybridroute.app import create_app
 from hybridroute.config.defaults import DEFAULT_MATRIX, DEFAULT_OPERATION_PARAMS
-from hybridroute.config.load import parse_config
-from hybridroute.serving import ThreadedServer
 from tests.loopback import (
     GatewayFactory,
     RunningGateway,
     Simulator,
     gateway_config_data,
+    serving,
     wait_for,
 )
 
@@ -223,17 +220,7 @@ def reserve_estimate(
     return answer * answers + input_only * (attempts - answers)
 
 
-@contextlib.contextmanager
-def serve(data: dict[str, Any]) -> Iterator[RunningGateway]:
-    """A gateway this test starts and stops itself (to restart it on the same store)."""
-    app = create_app(parse_config(data))
-    server = ThreadedServer(app, name="gateway").start()
-    try:
-        gateway = RunningGateway(server.url, app)
-        gateway.wait_ready()
-        yield gateway
-    finally:
-        server.stop()
+serve = serving
 
 
 # -- 1. concurrency ------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ __all__ = [
     "enable_all_flags",
     "get_flags",
     "get_routing_rules",
+    "operator_text",
     "put_routing_rules",
     "rollback",
     "update_flag",
@@ -56,11 +57,17 @@ async def _reply(send: Send, body: Any, status: int = 200) -> None:
     await send_json(send, status, orjson.dumps(body))
 
 
-def _reason(data: dict[str, Any]) -> str:
-    reason = data.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > 2000:
-        raise RequestError("'reason' must be text of at most 2000 characters", param="reason")
-    return reason
+def operator_text(runtime: Runtime, data: dict[str, Any], name: str, limit: int = 2000) -> str:
+    """An operator's free text (a reason, a comment, a note), PII redacted: it is stored and
+    shown back, not only audited."""
+    value = data.get(name) or ""
+    if not isinstance(value, str) or len(value) > limit:
+        raise RequestError(f"'{name}' must be text of at most {limit} characters", param=name)
+    return runtime.control.redactor.redact(value)
+
+
+def _reason(runtime: Runtime, data: dict[str, Any]) -> str:
+    return operator_text(runtime, data, "reason")
 
 
 def _only(data: dict[str, Any], allowed: set[str], example: str) -> None:
@@ -100,7 +107,7 @@ async def update_flag(runtime: Runtime, scope: Scope, receive: Receive, send: Se
     if not isinstance(enabled, bool):
         raise RequestError("'enabled' must be true or false", param="enabled")
     change = await runtime.control.flags.set(
-        flag, enabled, actor=principal_of(scope).name, reason=_reason(data)
+        flag, enabled, actor=principal_of(scope).name, reason=_reason(runtime, data)
     )
     await runtime.control.commit()
     await _reply(send, {**_flags_body(runtime), **change.as_dict()})
@@ -110,7 +117,7 @@ async def disable_all_flags(runtime: Runtime, scope: Scope, receive: Receive, se
     data = await read_json_object(scope, receive, '{"reason": "..."}')
     _only(data, {"reason"}, '{"reason": "..."}')
     change = await runtime.control.flags.disable_all(
-        actor=principal_of(scope).name, reason=_reason(data) or "disable-all"
+        actor=principal_of(scope).name, reason=_reason(runtime, data) or "disable-all"
     )
     await runtime.control.commit()
     await _reply(send, {**_flags_body(runtime), **change.as_dict()})
@@ -120,7 +127,7 @@ async def enable_all_flags(runtime: Runtime, scope: Scope, receive: Receive, sen
     data = await read_json_object(scope, receive, '{"reason": "..."}')
     _only(data, {"reason"}, '{"reason": "..."}')
     change = await runtime.control.flags.restore(
-        FlagState(), actor=principal_of(scope).name, reason=_reason(data) or "enable-all"
+        FlagState(), actor=principal_of(scope).name, reason=_reason(runtime, data) or "enable-all"
     )
     await runtime.control.commit()
     await _reply(send, {**_flags_body(runtime), **change.as_dict()})
@@ -194,9 +201,7 @@ async def put_routing_rules(runtime: Runtime, scope: Scope, receive: Receive, se
     data = await read_json_object(scope, receive, example)
     service = runtime.control.routing
     document = service.parse(data)
-    comment = data.get("comment", "")
-    if not isinstance(comment, str):
-        raise RequestError("'comment' must be text", param="comment")
+    comment = operator_text(runtime, data, "comment")
     base = data.get("version")
     if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
         raise RequestError("'version' must be the version number you edited", param="version")
@@ -278,9 +283,7 @@ async def config_rollback(runtime: Runtime, scope: Scope, receive: Receive, send
     version = data.get("version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise RequestError(f"send the version to restore, like {example}", param="version")
-    comment = data.get("comment") or data.get("reason") or ""
-    if not isinstance(comment, str):
-        raise RequestError("'comment' must be text", param="comment")
+    comment = operator_text(runtime, data, "comment") or _reason(runtime, data)
     record = await runtime.control.routing.rollback(
         version, author=principal_of(scope).name, comment=comment
     )
@@ -298,7 +301,7 @@ async def rollback(runtime: Runtime, scope: Scope, receive: Receive, send: Send)
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
         raise RequestError("'version' must be a version number", param="version")
     report = await runtime.control.rollback.perform(
-        level, version=version, actor=principal_of(scope).name, reason=_reason(data)
+        level, version=version, actor=principal_of(scope).name, reason=_reason(runtime, data)
     )
     await runtime.control.commit()
     await _reply(send, report.as_dict())

@@ -170,6 +170,8 @@ async def acknowledge_alert(runtime: Runtime, scope: Scope, receive: Receive, se
     caller = principal_of(scope).name
     who = data.get("by", caller)
     note = data.get("note")
+    if isinstance(note, str):
+        note = runtime.control.redactor.redact(note)
     if not isinstance(who, str) or not who.strip() or len(who) > 200:
         raise RequestError("'by' must be a non-empty name (at most 200 characters)", param="by")
     if note is not None and (not isinstance(note, str) or len(note) > 2000):

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from hybridroute._clock import Clock
-from hybridroute.audit.chain import Anchor, ChainSigner, IntegrityReport, verify
+from hybridroute.audit.chain import GENESIS, Anchor, ChainSigner, IntegrityReport, verify
 from hybridroute.compliance.redaction import Redactor
 from hybridroute.storage.control import AuditRecord, ControlStore
 
@@ -71,7 +71,7 @@ class AuditTrail:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._seq = 0
-        self._prev = ""
+        self._prev = GENESIS
         self.written = 0
         self.dropped = 0
         self.failures = 0

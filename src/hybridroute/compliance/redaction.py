@@ -609,6 +609,8 @@ class Redactor:
         """
         if not self._enabled:
             return text
+        if type(text) is not str:  # a str subclass (a StrEnum member): plain text, so the memo
+            text = str.__str__(text)  # never hands it out for an equal plain string later
         short = len(text) <= _MEMO_MAX_CHARS
         if short:
             remembered = self._memo.get(text)

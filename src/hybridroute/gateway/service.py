@@ -210,8 +210,13 @@ class Gateway:
     # -- 1. prepare ------------------------------------------------------------------------------
 
     def prepare(self, chat: ChatRequest) -> Prepared:
-        """Rule, decision id, generation request, budget view and cache plan of a request."""
+        """Rule, decision id, generation request, budget view and cache plan of a request. The
+        request's residency becomes the one it is held to (its tenant's policy applied), so the
+        cache scope and the decision agree."""
         rule = self.matrix.rule_for(chat.operation_type)
+        residency = self.residency_for(chat)
+        if residency != chat.residency:
+            chat = replace(chat, residency=residency)
         generation = self._generation(chat, rule, self._ids.next())
         budget = self.ledger.view(chat.tenant, self._cheaper.get(rule.operation_type))
         controls = budget.level.value >= BudgetLevel.CRITICAL.value
