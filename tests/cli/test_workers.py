@@ -108,6 +108,7 @@ def _config(tmp_path: Path, gateway_port: int, sim_port: int) -> Path:
         "region": "eu-central-1",
     }
     del config["budgets"]  # each worker would keep its own count: refused with --workers > 1
+    del config["admin"]  # no admin token: the test's loopback calls are answered
     config["cache"] = {"enabled": False}  # every request is answered by a route
     config["health"] = {"probe_interval_s": 3600, "probe_timeout_s": 2}
     config["storage"] = {"backend": "sqlite", "sqlite_path": str(tmp_path / "ledger.sqlite3")}
