@@ -127,3 +127,4 @@ class GuardConfig(_Strict):
     error_rate: float = Field(default=0.5, gt=0, lt=1)
     for_s: float = Field(default=60.0, ge=5, le=3600)
     min_requests: int = Field(default=20, ge=1, le=1_000_000)
+    check_every_s: float = Field(default=5.0, ge=0.1, le=60)

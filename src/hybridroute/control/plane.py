@@ -203,7 +203,7 @@ class ControlPlane:
             self._revision = await self._read_revision()
             supervisor.spawn(self.audit.run(), name="audit-writer")
             supervisor.spawn(self.actions.run(), name="operator-action-expiry")
-            supervisor.spawn(self.guard.run(), name="rollback-guard")
+            supervisor.spawn(self.guard.run(self.guard.config.check_every_s), name="rollback-guard")
             supervisor.spawn(self.compliance.run(), name="retention-purge")
             supervisor.spawn(self._flush_subjects(), name="subject-salts")
             supervisor.spawn(self._publish(), name="control-publish")
