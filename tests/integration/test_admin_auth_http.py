@@ -74,6 +74,7 @@ _VIEWER_GETS = (
     "/admin/metrics/provider-latencies",
     "/admin/metrics/cache-performance",
     "/admin/metrics/error-breakdown",
+    "/admin/metrics/timeline",
     "/admin/slo",
     "/admin/health/circuit-breakers",
     "/admin/alerts",

@@ -4,6 +4,8 @@
 - `GET /admin/metrics/routing-distribution`, `/admin/metrics/provider-latencies`,
   `/admin/metrics/cache-performance`, `/admin/metrics/error-breakdown` — the traffic window's
   views over `?window=` (`30s`, `5m`, `1h`, `24h` or seconds; default 1 h, at most 24 h).
+- `GET /admin/metrics/timeline?window=` — the same figures per step (10 s steps up to 10 min,
+  1 min up to an hour, 1 h beyond; default 10 min): what the dashboard's charts draw.
 - `GET /admin/slo?window=` — the SLO figures and compliance (default: the SLO window).
 - `GET /admin/health/circuit-breakers` — every route's breaker, availability and probes.
 - `GET /admin/alerts` — active, pending and recently resolved alerts, and the rules;
@@ -31,6 +33,7 @@ from hybridroute.api.http import Receive, Scope, Send, read_json_object, send_js
 from hybridroute.config.observability import SloConfig
 from hybridroute.errors import RequestError
 from hybridroute.observability.slo import slo_snapshot
+from hybridroute.observability.timeline import timeline as traffic_timeline
 from hybridroute.observability.traffic import TrafficTotals
 from hybridroute.runtime import Runtime
 
@@ -46,6 +49,7 @@ __all__ = [
     "routing_distribution",
     "slo",
     "slo_thresholds",
+    "timeline",
 ]
 
 ACKNOWLEDGE_PATH = re.compile(r"^/admin/alerts/(?P<id>[A-Za-z0-9_.-]{1,80})/acknowledge$")
@@ -112,6 +116,11 @@ async def cache_performance(runtime: Runtime, scope: Scope, r: Receive, send: Se
 
 async def error_breakdown(runtime: Runtime, scope: Scope, r: Receive, send: Send) -> None:
     await _reply(send, _totals(runtime, scope).error_breakdown())
+
+
+async def timeline(runtime: Runtime, scope: Scope, r: Receive, send: Send) -> None:
+    window = window_param(scope, 600.0)
+    await _reply(send, traffic_timeline(runtime.traffic, window, runtime.gateway.now()))
 
 
 async def slo(runtime: Runtime, scope: Scope, r: Receive, send: Send) -> None:

@@ -12,12 +12,15 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
+import orjson
+
 from hybridroute.api import admin_control, admin_governance, admin_metrics
 from hybridroute.api.admin import health_status
 from hybridroute.api.admin_cost import cache_invalidate, cache_status, cost_report
 from hybridroute.api.admin_reports import daily_report, weekly_report
 from hybridroute.api.auth import AdminAuth
 from hybridroute.api.chat import ChatEndpoint
+from hybridroute.api.dashboard import DASHBOARD_PATHS, SECURITY_HEADERS, dashboard_asset
 from hybridroute.api.http import Receive, Scope, Send, send_error, send_json
 from hybridroute.api.internal import AdminForwarder, internal_events
 from hybridroute.api.status import health_body, models_body, readiness
@@ -66,6 +69,10 @@ class DataPlane:
         def admin_role(handler: _Handler) -> _Handler:
             return needs(AdminRole.ADMIN, handler)
 
+        async def dashboard_session(rt: Runtime, scope: Scope, r: Receive, send: Send) -> None:
+            body = orjson.dumps({"token_required": auth.token_required(scope)})
+            await send_json(send, 200, body, SECURITY_HEADERS)
+
         async def chat_completions(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
             await chat(rt.gateway, scope, receive, send)
 
@@ -78,6 +85,9 @@ class DataPlane:
             "/v1/models": {"GET": _models},
             "/metrics": {"GET": m.metrics},
             INTERNAL_EVENTS_PATH: {"POST": internal_events},
+            # the dashboard's page and assets (no data in them: the page reads the admin API)
+            **{path: {"GET": dashboard_asset} for path in DASHBOARD_PATHS},
+            "/dashboard/session": {"GET": dashboard_session},
             # read (viewer)
             "/admin/health/status": {"GET": viewer(health_status)},
             "/admin/cost": {"GET": viewer(cost_report)},
@@ -86,6 +96,7 @@ class DataPlane:
             "/admin/metrics/provider-latencies": {"GET": viewer(m.provider_latencies)},
             "/admin/metrics/cache-performance": {"GET": viewer(m.cache_performance)},
             "/admin/metrics/error-breakdown": {"GET": viewer(m.error_breakdown)},
+            "/admin/metrics/timeline": {"GET": viewer(m.timeline)},
             "/admin/slo": {"GET": viewer(m.slo)},
             "/admin/health/circuit-breakers": {"GET": viewer(m.circuit_breakers)},
             "/admin/alerts": {"GET": viewer(m.alerts)},

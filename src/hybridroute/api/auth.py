@@ -157,6 +157,13 @@ class AdminAuth:
         scope[PRINCIPAL_KEY] = principal
         return principal
 
+    def token_required(self, scope: Scope) -> bool:
+        """Whether this caller must present a token (false only for loopback callers while no
+        token is configured): lets a sign-in page ask first instead of failing a request."""
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        return not (not self._tokens and self._open_on_loopback and _is_loopback(address))
+
     def _authenticate(self, scope: Scope) -> Principal:
         client = scope.get("client")
         address = client[0] if client else "unknown"
