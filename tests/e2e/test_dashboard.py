@@ -227,6 +227,12 @@ def test_a_chart_moves_when_traffic_does(browser: Browser, dashboard_gateway: Ru
     before = line.get_attribute("d")
     send(gateway, "standard", 20)
     wait_for(lambda: line.get_attribute("d") != before, timeout=10)
+    page.get_by_label("Percentile by route and operation type").select_option("p99")
+    by_route = page.get_by_test_id("chart-route-p95").locator("svg")
+    wait_for(
+        lambda: by_route.get_attribute("aria-label") == ("P99 latency by route in milliseconds"),
+        timeout=5,
+    )
     requests = page.get_by_test_id("chart-distribution")
     go(page, "routing")
     assert requests.locator("path[data-series='mcp']").count() == 1

@@ -189,12 +189,14 @@
     chart(byTest("chart-cached"), ["p50", "p95", "p99"].map((q) => ({
       name: q, points: seriesOf(points, (p) => p.cached[`${q}_ms`]) })),
     { label: "Latency of cached answers in milliseconds" });
+    const q = $("#performance-quantile").value;
+    for (const node of document.querySelectorAll("[data-quantile]")) node.textContent = q.toUpperCase();
     chart(byTest("chart-route-p95"), keysOf(points, "routes").map((route) => ({
-      name: route, points: seriesOf(points, (p) => (p.routes[route] ? p.routes[route].p95_ms : null)) })),
-    { label: "P95 latency by route in milliseconds" });
+      name: route, points: seriesOf(points, (p) => (p.routes[route] ? p.routes[route][`${q}_ms`] : null)) })),
+    { label: `${q.toUpperCase()} latency by route in milliseconds` });
     chart(byTest("chart-operation-p95"), keysOf(points, "operations").map((op) => ({
-      name: op, points: seriesOf(points, (p) => (p.operations[op] ? p.operations[op].p95_ms : null)) })),
-    { label: "P95 latency by operation type in milliseconds" });
+      name: op, points: seriesOf(points, (p) => (p.operations[op] ? p.operations[op][`${q}_ms`] : null)) })),
+    { label: `${q.toUpperCase()} latency by operation type in milliseconds` });
     chart(byTest("chart-errors"), [{ name: "error rate", points: seriesOf(points, (p) =>
       (p.error_rate === null ? null : p.error_rate * 100)) }],
     { label: "Error rate in percent" });
@@ -437,6 +439,7 @@
       "Turn all five flags off? Every operation goes to the MCP route from the next request.",
       (reason) => api("/admin/feature-flags/bedrock/disable-all", { method: "POST", body: { reason: reason } })));
     $("#performance-window").addEventListener("change", refresh);
+    $("#performance-quantile").addEventListener("change", refresh);
     $("#cost-days").addEventListener("change", refresh);
     window.addEventListener("hashchange", () => {
       if ($("#login").hidden) show(location.hash.slice(1));
