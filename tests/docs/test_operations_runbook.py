@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.loopback import GatewayFactory
 
@@ -55,12 +56,15 @@ def test_every_runbook_command_runs(
 ) -> None:
     monkeypatch.setenv("HYBRIDROUTE_ADMIN_TOKEN", TOKEN)
 
+    config_file = tmp_path / "gateway.yaml"
+
     def changes(data: dict[str, Any]) -> None:
         data["storage"] = {
             "backend": "sqlite",
             "sqlite_path": str(tmp_path / "runbook.sqlite3"),
             "flush_interval_ms": 20,
         }
+        config_file.write_text(yaml.safe_dump(data))  # what `deploy check` checks
 
     gateway = start_gateway(changes)
     bindir = Path(sys.executable).parent
@@ -68,6 +72,7 @@ def test_every_runbook_command_runs(
         **os.environ,
         "GATEWAY": gateway.url,
         "ADMIN_TOKEN": TOKEN,
+        "HYBRIDROUTE_CONFIG": str(config_file),
         "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     setup, *blocks = _bash_blocks()  # the first block sets the shell up for the others
@@ -102,3 +107,5 @@ def test_every_runbook_command_runs(
         assert f'"kind":"{kind}"' in exported, kind
     assert "hybridroute_admin_token" in exported
     assert TOKEN not in exported
+    (deployment,) = (tmp_path / "deploy-reports").glob("hybrid-routing-deve-*.md")
+    assert "- **Status**: PASSED" in deployment.read_text()

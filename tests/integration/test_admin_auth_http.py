@@ -90,6 +90,7 @@ _VIEWER_GETS = (
     "/admin/compliance/gdpr-status",
     "/admin/compliance/data-residency",
     "/admin/actions",
+    "/admin/whoami",
 )
 _OPERATOR_POSTS = (
     "/admin/actions",

@@ -18,7 +18,7 @@ from hybridroute.api import admin_control, admin_governance, admin_metrics
 from hybridroute.api.admin import health_status
 from hybridroute.api.admin_cost import cache_invalidate, cache_status, cost_report
 from hybridroute.api.admin_reports import daily_report, weekly_report
-from hybridroute.api.auth import AdminAuth
+from hybridroute.api.auth import AdminAuth, principal_of
 from hybridroute.api.chat import ChatEndpoint
 from hybridroute.api.dashboard import DASHBOARD_PATHS, SECURITY_HEADERS, dashboard_asset
 from hybridroute.api.http import Receive, Scope, Send, send_error, send_json
@@ -73,6 +73,10 @@ class DataPlane:
             body = orjson.dumps({"token_required": auth.token_required(scope)})
             await send_json(send, 200, body, SECURITY_HEADERS)
 
+        async def whoami(rt: Runtime, scope: Scope, r: Receive, send: Send) -> None:
+            caller = principal_of(scope)
+            await send_json(send, 200, orjson.dumps({"name": caller.name, "role": caller.role}))
+
         async def chat_completions(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
             await chat(rt.gateway, scope, receive, send)
 
@@ -90,6 +94,7 @@ class DataPlane:
             "/dashboard/session": {"GET": dashboard_session},
             # read (viewer)
             "/admin/health/status": {"GET": viewer(health_status)},
+            "/admin/whoami": {"GET": viewer(whoami)},
             "/admin/cost": {"GET": viewer(cost_report)},
             "/admin/cache": {"GET": viewer(cache_status)},
             "/admin/metrics/routing-distribution": {"GET": viewer(m.routing_distribution)},

@@ -1,5 +1,5 @@
 """The `hybridroute` command line: serve, demo, route, health, cost, report, config, sim,
-flags, rules, rollback, action, audit, compliance."""
+flags, rules, rollback, action, audit, compliance, deploy, mcp."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from hybridroute.cli.config_cmd import config_group
 from hybridroute.cli.control_cmd import action_group, flags_group, rollback_command, rules_group
 from hybridroute.cli.cost_cmd import cost_command
 from hybridroute.cli.demo_cmd import demo_command
+from hybridroute.cli.deploy_cmd import deploy_group
+from hybridroute.cli.drill_cmd import drill_group
 from hybridroute.cli.health_cmd import health_command
+from hybridroute.cli.mcp_cmd import mcp_group
 from hybridroute.cli.report_cmd import report_command
 from hybridroute.cli.route_cmd import route_command
 from hybridroute.cli.serve_cmd import serve_command
@@ -57,6 +60,9 @@ cli.add_command(rollback_command)
 cli.add_command(action_group)
 cli.add_command(audit_group)
 cli.add_command(compliance_group)
+cli.add_command(drill_group)
+cli.add_command(mcp_group)
+cli.add_command(deploy_group)
 
 
 def main() -> None:

@@ -235,7 +235,9 @@ class RoutingConfigService:
                 "rollback_of": rollback_of,
             },
         )
-        log.warning("routing configuration version %d applied by %s", record.version, record.author)
+        # An operator's change is worth a warning in the log; the file's own matrix is not.
+        level = logging.INFO if author == CONFIG_FILE_AUTHOR else logging.WARNING
+        log.log(level, "routing configuration version %d applied by %s", record.version, author)
         return record
 
     def _apply(self, document: RoutingDocument, record: ConfigVersionRecord) -> None:

@@ -1,10 +1,14 @@
 """`hybridroute demo`: both upstream simulators, the gateway on its embedded default, and light
-synthetic traffic, all in one process on loopback, with a banner saying where to look."""
+synthetic traffic, all in one process on loopback, with a banner saying where to look. While it
+runs, `<data-dir>/demo.json` says where the gateway and the simulators listen (what
+`hybridroute drill` reads); it is removed when the demo stops."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import shutil
 import signal
 import sys
@@ -24,7 +28,9 @@ from hybridroute.simulators.bedrock import (
 from hybridroute.simulators.knobs import Knobs
 from hybridroute.simulators.mcp_server import create_mcp_http_app
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = ["DEMO_STATE_FILE", "DemoOptions", "run_demo"]
+
+DEMO_STATE_FILE = "demo.json"
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,8 @@ async def run_demo(
                 lifespan="on",
             )
         )
+        where = {"gateway": gateway.url, "bedrock_sim": bedrock.url, "mcp_sim": mcp.url}
+        stack.callback(_write_state(options.data_dir, where).unlink, missing_ok=True)
         out(_banner(gateway.url, bedrock.url, mcp.url, options))
         if options.traffic:
             generator = TrafficGenerator(gateway.url, rate=options.rate)
@@ -139,6 +147,16 @@ async def run_demo(
         else:
             await stop.wait()
         out("stopping the demo")
+
+
+def _write_state(data_dir: str, where: dict[str, str]) -> Path:
+    """Write `<data-dir>/demo.json` (whole or not at all) and return its path."""
+    state = Path(data_dir, DEMO_STATE_FILE)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    partial = state.with_name(f".{DEMO_STATE_FILE}.{os.getpid()}")
+    partial.write_text(json.dumps({**where, "pid": os.getpid()}) + "\n")
+    partial.replace(state)
+    return state
 
 
 async def _report(
