@@ -25,9 +25,12 @@ import orjson
 from hybridroute import __version__
 from hybridroute._clock import Clock, SystemClock
 from hybridroute._tasks import TaskSupervisor
+from hybridroute.config.platform import resolve_env
 from hybridroute.config.schema import GatewayConfig
 from hybridroute.control.plane import ControlPlane
 from hybridroute.economics import CostLedger, PriceTable
+from hybridroute.economics.shared_budgets import RedisBudgetBook
+from hybridroute.economics.shared_ledger import SharedCostLedger
 from hybridroute.gateway import Executor, ExecutorSettings, Gateway
 from hybridroute.gateway.accounting import Accountant
 from hybridroute.gateway.cache import ResponseCache, cache_settings
@@ -88,6 +91,27 @@ class WorkerRole:
 
 
 STANDALONE = WorkerRole()
+
+
+def _build_ledger(
+    config: GatewayConfig, currency: str, clock: Clock, store: RecordStore
+) -> CostLedger:
+    """The cost ledger: counting budgets on its own, or — with `budgets.redis_url` — with the
+    fleet, in Redis."""
+    budgets = config.budgets
+    flush_s = config.storage.flush_interval_ms / 1000.0
+    days = config.storage.retention_days
+    if not budgets.shared:
+        return CostLedger(
+            budgets, currency, clock, store, flush_interval_s=flush_s, retention_days=days
+        )
+    assert budgets.redis_url is not None
+    ledger = SharedCostLedger(
+        budgets, currency, clock, store, flush_interval_s=flush_s, retention_days=days
+    )
+    url = resolve_env(budgets.redis_url, "budgets.redis_url")
+    ledger.use_book(RedisBudgetBook.connect(url, budgets.redis_prefix, budgets.lease_s))
+    return ledger
 
 
 class Runtime:
@@ -180,14 +204,7 @@ class Runtime:
         )
         self.prices = PriceTable.from_config(config.pricing)
         self.store: RecordStore = ledger_store or open_ledger_store(config.storage)
-        self.ledger = CostLedger(
-            config.budgets,
-            self.prices.currency,
-            self.clock,
-            self.store,
-            flush_interval_s=config.storage.flush_interval_ms / 1000.0,
-            retention_days=config.storage.retention_days,
-        )
+        self.ledger = _build_ledger(config, self.prices.currency, self.clock, self.store)
         self.cache = ResponseCache(
             cache_settings(config.cache, list(config.matrix)),
             self.clock,
@@ -402,6 +419,13 @@ class Runtime:
             *(route.start() for route in self.routes.values()),
         )
         await self.control.start(self.supervisor)
+        budgets = self.config.budgets
+        if self.config.storage.backend == "postgres" and budgets.configured and not budgets.shared:
+            log.warning(
+                "budgets are counted by each replica on its own: they are not shared through "
+                "PostgreSQL, so N replicas may spend up to N times a limit; give each replica "
+                "its share of the limit (docs/deployment.md)"
+            )
         self.prober.start()
         self.support.start(self.supervisor)
         self.cache.start(self.supervisor)

@@ -19,7 +19,7 @@ from hybridroute.audit.chain import GENESIS, Anchor, ChainSigner
 from hybridroute.audit.trail import ANCHOR_KEY, HEAD_KEY, AuditTrail
 from hybridroute.compliance.redaction import Redactor
 from hybridroute.errors import StorageError
-from hybridroute.storage.control import AuditRecord
+from hybridroute.storage.control import AuditRecord, Sealer
 from hybridroute.storage.memory import MemoryLedgerStore
 from hybridroute.testing import FakeClock
 
@@ -36,12 +36,12 @@ class FailingStore(MemoryLedgerStore):
         self.failures_left = failures
         self.attempts = 0
 
-    async def append_audit(self, records: Sequence[AuditRecord], head_key: str) -> None:
+    async def append_audit(self, seal: Sealer, head_key: str, anchor_key: str) -> list[AuditRecord]:
         self.attempts += 1
         if self.failures_left > 0:
             self.failures_left -= 1
             raise StorageError("the audit table is locked (simulated)")
-        await super().append_audit(records, head_key)
+        return await super().append_audit(seal, head_key, anchor_key)
 
 
 def trail_over(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from hybridroute.storage.control import AuditRecord
+from hybridroute.storage.control import CHAIN_START, AuditRecord
 
 __all__ = [
     "GENESIS",
@@ -35,7 +35,7 @@ __all__ = [
     "verify",
 ]
 
-GENESIS = "0" * 64
+GENESIS = CHAIN_START
 """The `prev` of the very first record of a chain."""
 
 _SORTED = orjson.OPT_SORT_KEYS

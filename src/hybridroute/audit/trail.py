@@ -6,9 +6,11 @@ transitions, budget thresholds, rollbacks and compliance events (written by `rec
 before the admin call answers). Each entry is redacted of PII, then sealed: numbered, linked to
 the previous record's digest and digested over its whole canonical form (`audit.chain`).
 
-Sealing happens when a batch is written, one batch at a time, so the chain has exactly one
-order. A store that fails keeps the batch queued (its records are sealed again, with the same
-numbers, on the next try): nothing is lost while the process lives. The chain head (last seq and
+Sealing happens when a batch is written, inside the store's write lock (the store finds where
+the chain ends and calls back to seal the batch after it), so several writers — worker
+processes, or replicas sharing one database — still make exactly one chain. A store that fails
+keeps the batch queued (it is sealed again on the next try): nothing is lost while the process
+lives. The chain head (last seq and
 digest) is kept beside the records, so records deleted from the end are noticed too; a purge
 keeps the last purged record's seq and digest as the anchor verification starts from.
 """
@@ -16,6 +18,7 @@ keeps the last purged record's seq and digest as the anchor verification starts 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -160,31 +163,40 @@ class AuditTrail:
 
     async def _write(self, count: int) -> None:
         redact = self._redactor.redact_value
-        seq, prev = self._seq, self._prev
-        sealed: list[AuditRecord] = []
-        for index in range(count):
-            entry = self._pending[index]
-            seq += 1
-            record = self._signer.seal(
-                seq=seq,
-                at=entry.at,
-                kind=entry.kind,
-                actor=str(redact(entry.actor)),
-                subject=entry.subject,
-                data=redact(entry.data),
-                prev=prev,
-            )
-            sealed.append(record)
-            prev = record.digest
+        entries = [
+            (entry, str(redact(entry.actor)), redact(entry.data))
+            for entry in itertools.islice(self._pending, count)
+        ]
+        signer = self._signer
+
+        def seal(seq: int, prev: str) -> list[AuditRecord]:
+            """Seal the batch after the chain's end, as the store found it under its lock."""
+            sealed: list[AuditRecord] = []
+            for entry, actor, data in entries:
+                seq += 1
+                record = signer.seal(
+                    seq=seq,
+                    at=entry.at,
+                    kind=entry.kind,
+                    actor=actor,
+                    subject=entry.subject,
+                    data=data,
+                    prev=prev,
+                )
+                sealed.append(record)
+                prev = record.digest
+            return sealed
+
         try:
-            await self._store.append_audit(sealed, HEAD_KEY)
+            sealed = await self._store.append_audit(seal, HEAD_KEY, ANCHOR_KEY)
         except Exception as exc:
             self.failures += 1
             self.last_error = str(exc)
             raise
         for _ in range(count):
             self._pending.popleft()
-        self._seq, self._prev = seq, prev
+        if sealed:
+            self._seq, self._prev = sealed[-1].seq, sealed[-1].digest
         self.written += count
         for record in sealed:
             for listener in self._listeners:

@@ -1,5 +1,5 @@
 """The `hybridroute` command line: serve, demo, route, health, cost, report, config, sim,
-flags, rules, rollback, action, audit, compliance, deploy, mcp."""
+flags, rules, rollback, action, audit, compliance, deploy, mcp, db."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from hybridroute.cli.audit_cmd import audit_group, compliance_group
 from hybridroute.cli.config_cmd import config_group
 from hybridroute.cli.control_cmd import action_group, flags_group, rollback_command, rules_group
 from hybridroute.cli.cost_cmd import cost_command
+from hybridroute.cli.db_cmd import db_group
 from hybridroute.cli.demo_cmd import demo_command
 from hybridroute.cli.deploy_cmd import deploy_group
 from hybridroute.cli.drill_cmd import drill_group
@@ -63,6 +64,7 @@ cli.add_command(compliance_group)
 cli.add_command(drill_group)
 cli.add_command(mcp_group)
 cli.add_command(deploy_group)
+cli.add_command(db_group)
 
 
 def main() -> None:

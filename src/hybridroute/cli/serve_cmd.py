@@ -50,7 +50,7 @@ def serve_command(
     listen_host = host or config.server.host
     listen_port = config.server.port if port is None else port
     if workers > 1:
-        if config.budgets.configured:
+        if config.budgets.configured and not config.budgets.shared:
             raise click.ClickException(
                 "budgets are configured, and each worker process would keep its own count: "
                 "serve them with one process (--workers 1)"
@@ -58,8 +58,8 @@ def serve_command(
         if config.storage.backend == "memory":
             raise click.ClickException(
                 "worker processes share flags, routing versions, operator actions and the audit "
-                "trail through the SQLite store, and storage.backend is memory: use "
-                "storage.backend: sqlite, or serve with one process (--workers 1)"
+                "trail through the store, and storage.backend is memory: use sqlite (or "
+                "postgres), or serve with one process (--workers 1)"
             )
         try:
             status = WorkerPool(

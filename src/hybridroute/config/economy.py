@@ -76,6 +76,12 @@ class BudgetsConfig(_Strict):
     hysteresis: float = Field(default=0.05, ge=0, lt=0.5)
     # Retry-After for throttled work: the time until the pressing window resets, at most this.
     retry_after_max_s: int = Field(default=300, ge=1, le=86_400)
+    # Share the budgets of a fleet of replicas (or worker processes) through Redis: a URL, or
+    # `env:VAR` naming the variable that holds one. Unset: each process counts on its own.
+    redis_url: str | None = None
+    redis_prefix: str = Field(default="hybridroute", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # A reservation not settled within this long (its replica died) is given back.
+    lease_s: int = Field(default=900, ge=30, le=86_400)
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> BudgetsConfig:
@@ -88,6 +94,11 @@ class BudgetsConfig(_Strict):
     @property
     def configured(self) -> bool:
         return self.global_ is not None or bool(self.tenants)
+
+    @property
+    def shared(self) -> bool:
+        """Counted in Redis for every process, rather than by each on its own."""
+        return self.configured and self.redis_url is not None
 
 
 DEFAULT_CACHE_TTL_S: dict[str, float] = {

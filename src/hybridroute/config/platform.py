@@ -6,14 +6,17 @@ whose value is hashed when the configuration loads.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hybridroute.errors import ConfigError, ConfigIssue
 from hybridroute.types import DEFAULT_TENANT
 
-__all__ = ["DEFAULT_TENANT", "ApiKeyConfig", "StorageConfig", "TenantsConfig"]
+__all__ = ["DEFAULT_TENANT", "ApiKeyConfig", "StorageConfig", "TenantsConfig", "resolve_env"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -63,11 +66,51 @@ class TenantsConfig(_Strict):
 class StorageConfig(_Strict):
     """Where spend, budget events and other durable records live."""
 
-    backend: Literal["sqlite", "memory"] = "sqlite"
+    backend: Literal["sqlite", "memory", "postgres"] = "sqlite"
     # Relative paths are taken from the directory the gateway is started in.
     sqlite_path: str = "data/hybridroute.sqlite3"
+    # PostgreSQL (several replicas, one truth): a DSN, or `env:VAR` naming the variable that
+    # holds it (so no password sits in the file); the schema is created by `hybridroute db
+    # migrate`.
+    postgres_dsn: str | None = None
+    postgres_schema: str = Field(default="hybridroute", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     # Records are written in batches off the request path, at most this long after they happen.
     flush_interval_ms: int = Field(default=200, ge=1, le=60_000)
     # Charges and budget events older than this many days are deleted (checked every 6 hours).
     # At least 32, so a month's budget can always be rebuilt at start.
     retention_days: int = Field(default=400, ge=32, le=36_500)
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> StorageConfig:
+        if self.backend == "postgres" and not self.postgres_dsn:
+            raise ValueError(
+                "storage.backend postgres needs postgres_dsn: a DSN such as "
+                "postgresql://user@db.internal/hybridroute, or env:VAR naming the variable "
+                "that holds one"
+            )
+        return self
+
+    def dsn(self, environ: Mapping[str, str] | None = None) -> str:
+        """The PostgreSQL DSN, read from the environment when configured as `env:VAR`."""
+        return resolve_env(self.postgres_dsn or "", "storage.postgres_dsn", environ)
+
+
+def resolve_env(value: str, where: str, environ: Mapping[str, str] | None = None) -> str:
+    """A setting's value: itself, or — written `env:VAR` — the environment variable's (a
+    ConfigError naming the setting when it is unset)."""
+    if not value.startswith("env:"):
+        return value
+    variable = value.removeprefix("env:")
+    found = (os.environ if environ is None else environ).get(variable)
+    if not found:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    where,
+                    f"environment variable {variable} is not set (or empty)",
+                    f"export {variable}=<the value> before starting",
+                )
+            ],
+            source=where.split(".")[0],
+        )
+    return found

@@ -115,18 +115,23 @@ class OperatorActions:
         now = self._clock.now()
         expires = now + for_s if for_s is not None else None
         async with self._lock:
+            # The new set of actions is stored first: an action that cannot be recorded is not
+            # taken (the caller gets the store's 503).
+            active = dict(self._active)
             if action == "breaker_reset":
-                self._breakers[route].reset()
-                self._active.pop(("breaker_open", route), None)
+                active.pop(("breaker_open", route), None)
             elif action == "route_enable":
-                self._active.pop(("route_disable", route), None)
+                active.pop(("route_disable", route), None)
             elif on:
                 entry = ActiveAction(action, route, actor, reason, now, expires)
-                self._active[entry.key] = entry
+                active[entry.key] = entry
             else:
-                self._active.pop((action, route), None)
+                active.pop((action, route), None)
+            await self._persist(active)
+            self._active = active
+            if action == "breaker_reset":
+                self._breakers[route].reset()
             self._enforce(opened=route if action == "breaker_open" else None, hold_s=for_s)
-            await self._persist()
         await self._audit.record(
             "operator_action",
             actor,
@@ -191,9 +196,10 @@ class OperatorActions:
             entry = active[("breaker_open", opened)]
             self._breakers[opened].force_open(entry.reason or f"by {entry.by}", hold_s)
 
-    async def _persist(self) -> None:
+    async def _persist(self, active: dict[tuple[str, str], ActiveAction] | None = None) -> None:
+        chosen = self._active if active is None else active
         await self._store.put_state(
-            ACTIONS_KEY, orjson.dumps([asdict(a) for a in self._active.values()]).decode()
+            ACTIONS_KEY, orjson.dumps([asdict(a) for a in chosen.values()]).decode()
         )
 
     # -- start and expiry ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -145,7 +146,7 @@ class ControlPlane:
             store=store,
             clock=clock,
         )
-        self._revision = 0
+        self._revision: str | None = None
         # Every durable change bumps the shared revision so follower workers pick it up.
         self.audit.add_listener(self._bump_on_change)
         self._changed = False
@@ -210,8 +211,10 @@ class ControlPlane:
         else:
             await self.routing.reload()
             self._revision = await self._read_revision()
-            supervisor.spawn(self._follow(), name="control-sync")
             supervisor.spawn(self._flush_subjects(), name="subject-salts")
+        # Every process follows the shared revision: the workers of one gateway, and the
+        # replicas of a fleet sharing one database (each of which leads its own workers).
+        supervisor.spawn(self._follow(), name="control-sync")
 
     async def aclose(self) -> None:
         if self._log_filter is not None:
@@ -238,12 +241,14 @@ class ControlPlane:
             self._changed = True
 
     async def commit(self) -> None:
-        """After a change: bump the shared revision (followers reload within a second)."""
+        """After a change: publish a new shared revision (every other process sharing the
+        store reloads within a second). A random token, not a counter, so two replicas
+        publishing at once never publish the same revision."""
         if not self._changed:
             return
         self._changed = False
-        self._revision = await self._read_revision() + 1
-        await self._store.put_state(REVISION_KEY, str(self._revision))
+        self._revision = secrets.token_hex(8)
+        await self._store.put_state(REVISION_KEY, self._revision)
 
     async def _publish(self) -> None:
         while True:
@@ -254,9 +259,8 @@ class ControlPlane:
                 self._changed = True
                 log.exception("could not publish a control-plane change; retrying")
 
-    async def _read_revision(self) -> int:
-        raw = await self._store.get_state(REVISION_KEY)
-        return int(raw) if raw is not None else 0
+    async def _read_revision(self) -> str | None:
+        return await self._store.get_state(REVISION_KEY)
 
     async def sync(self) -> bool:
         """Reload flags, the routing version and operator actions when the revision moved."""

@@ -194,6 +194,7 @@ class Reservation:
     amount: Decimal
     accounts: tuple[_Account, ...]
     done: bool = False
+    lease: str | None = None  # shared budgets: the reservation's lease in Redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,15 +427,8 @@ class CostLedger:
         self, reservation: Reservation | None, charges: Sequence[ChargeRecord]
     ) -> None:
         """Replace a reservation by what the request's attempts actually cost."""
-        if reservation is not None:
-            if reservation.done:
-                return
-            reservation.done = True
-            for account in reservation.accounts:
-                holder = account.current()
-                holder.reserved = max(ZERO, holder.reserved - reservation.amount)
-        for charge in charges:
-            self.charges.submit(charge)
+        if not self._close(reservation, charges):
+            return
         total = sum((c.cost for c in charges), ZERO)
         if total <= 0 or not self._budgets:
             return
@@ -443,6 +437,20 @@ class CostLedger:
         for account in self._applicable(tenant, now):
             account.spent += total
             self._check_thresholds(account, now)
+
+    def _close(self, reservation: Reservation | None, charges: Sequence[ChargeRecord]) -> bool:
+        """Take a reservation off its accounts and queue the charges for the store; False
+        when the reservation was settled already (nothing is done twice)."""
+        if reservation is not None:
+            if reservation.done:
+                return False
+            reservation.done = True
+            for account in reservation.accounts:
+                holder = account.current()
+                holder.reserved = max(ZERO, holder.reserved - reservation.amount)
+        for charge in charges:
+            self.charges.submit(charge)
+        return True
 
     async def release(self, reservation: Reservation | None) -> None:
         """Give a reservation back: nothing was charged."""

@@ -47,6 +47,11 @@ class Window:
         """The window's first UTC day, YYYY-MM-DD."""
         return dt.datetime.fromtimestamp(self.start, tz=dt.UTC).strftime("%Y-%m-%d")
 
+    @property
+    def last_day(self) -> str:
+        """The window's last UTC day, YYYY-MM-DD."""
+        return dt.datetime.fromtimestamp(self.end - 1, tz=dt.UTC).strftime("%Y-%m-%d")
+
     def contains(self, wall: float) -> bool:
         return self.start <= wall < self.end
 

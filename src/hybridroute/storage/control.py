@@ -9,13 +9,24 @@ keeps them in the same file as the ledger; the in-memory store keeps them for te
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
 
-__all__ = ["AuditRecord", "ConfigVersionRecord", "ControlStore", "audit_head"]
+__all__ = [
+    "CHAIN_START",
+    "AuditRecord",
+    "ConfigVersionRecord",
+    "ControlStore",
+    "Sealer",
+    "audit_head",
+    "chain_end",
+]
+
+CHAIN_START = "0" * 64
+"""The `prev` of a chain's first record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +57,28 @@ class ConfigVersionRecord:
     diff: str
 
 
+Sealer = Callable[[int, str], list[AuditRecord]]
+"""Seals the pending entries after (seq, digest) of the chain's end: called by the store inside
+its write lock, so appends from several writers form one chain."""
+
+
 def audit_head(record: AuditRecord) -> str:
     """The remembered chain head (JSON) for the newest record."""
     return orjson.dumps({"seq": record.seq, "digest": record.digest}).decode()
+
+
+def chain_end(last: AuditRecord | None, head: str | None, anchor: str | None) -> tuple[int, str]:
+    """Where the next record links: the newest stored record — or the remembered head when it
+    is further on (records were cut off the end: new records leave the gap visible) — or, for
+    an empty chain, the anchor a purge left (else the start)."""
+    end = (last.seq, last.digest) if last is not None else None
+    for raw in (head, anchor if end is None else None):
+        if raw is not None:
+            data = orjson.loads(raw)
+            mark = (int(data["seq"]), str(data["digest"]))
+            if end is None or mark[0] > end[0]:
+                end = mark
+    return end if end is not None else (0, CHAIN_START)
 
 
 class ControlStore(Protocol):
@@ -74,9 +104,11 @@ class ControlStore(Protocol):
         """Every stored version, oldest first."""
         ...
 
-    async def append_audit(self, records: Sequence[AuditRecord], head_key: str) -> None:
-        """Append records (in one transaction) and remember the last one's seq and digest
-        under the state key `head_key` (so a deleted tail is noticed)."""
+    async def append_audit(self, seal: Sealer, head_key: str, anchor_key: str) -> list[AuditRecord]:
+        """Under the store's write lock and in one transaction: find the chain's end
+        (`chain_end` of the newest record, the state keys `head_key` and `anchor_key`), seal
+        the pending entries after it, append them, and remember the last one's seq and digest
+        under `head_key` (so a deleted tail is noticed). Returns the records appended."""
         ...
 
     async def audit_records(

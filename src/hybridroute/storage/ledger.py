@@ -62,8 +62,11 @@ class RecordStore(LedgerStore, OperationsStore, ControlStore, Protocol):
 def open_ledger_store(config: StorageConfig) -> RecordStore:
     """The store the configuration names (not yet opened)."""
     from hybridroute.storage.memory import MemoryLedgerStore
+    from hybridroute.storage.postgres import PostgresStore
     from hybridroute.storage.sqlite import SqliteLedgerStore
 
     if config.backend == "memory":
         return MemoryLedgerStore()
+    if config.backend == "postgres":
+        return PostgresStore(config.dsn(), config.postgres_schema)
     return SqliteLedgerStore(config.sqlite_path)

@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from hybridroute.errors import StorageError
-from hybridroute.storage.control import AuditRecord, ConfigVersionRecord, audit_head
+from hybridroute.storage.control import (
+    AuditRecord,
+    ConfigVersionRecord,
+    Sealer,
+    audit_head,
+    chain_end,
+)
 from hybridroute.storage.records import (
     AlertEventRecord,
     BudgetEventRecord,
@@ -133,11 +139,13 @@ class MemoryLedgerStore:
     async def config_versions(self) -> list[ConfigVersionRecord]:
         return sorted(self._versions, key=lambda v: v.version)
 
-    async def append_audit(self, records: Sequence[AuditRecord], head_key: str) -> None:
+    async def append_audit(self, seal: Sealer, head_key: str, anchor_key: str) -> list[AuditRecord]:
+        last = self._audit[-1] if self._audit else None
+        records = seal(*chain_end(last, self._state.get(head_key), self._state.get(anchor_key)))
         if records:
             self._audit.extend(records)
-            last = records[-1]
-            self._state[head_key] = audit_head(last)
+            self._state[head_key] = audit_head(records[-1])
+        return records
 
     async def audit_records(
         self, after_seq: int = 0, since: float | None = None, until: float | None = None

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from hybridroute.errors import StorageError
-from hybridroute.storage.control import AuditRecord, ConfigVersionRecord, audit_head
+from hybridroute.storage.control import (
+    AuditRecord,
+    ConfigVersionRecord,
+    Sealer,
+    audit_head,
+    chain_end,
+)
 from hybridroute.storage.records import (
     AlertEventRecord,
     BudgetEventRecord,
@@ -463,23 +469,29 @@ class SqliteLedgerStore:
 
         return await self._run(read)
 
-    async def append_audit(self, records: Sequence[AuditRecord], head_key: str) -> None:
-        rows = [
-            (r.seq, r.at, r.kind, r.actor, r.subject, r.data, r.prev, r.digest) for r in records
-        ]
-
-        def write(conn: sqlite3.Connection) -> None:
+    async def append_audit(self, seal: Sealer, head_key: str, anchor_key: str) -> list[AuditRecord]:
+        def write(conn: sqlite3.Connection) -> list[AuditRecord]:
             with conn:
-                conn.execute("BEGIN")
+                # IMMEDIATE: the write lock from the first read, so another process cannot
+                # append between finding the chain's end and appending after it.
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute(
+                    f"SELECT {_AUDIT_COLUMNS} FROM audit_records ORDER BY id DESC LIMIT 1"
+                ).fetchone()
+                last = None if row is None else AuditRecord(*row)
+                end = chain_end(last, _get_state(conn, head_key), _get_state(conn, anchor_key))
+                records = seal(*end)
                 conn.executemany(
                     "INSERT INTO audit_records (seq, at, kind, actor, subject, data, prev, digest) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                _put_state(conn, head_key, audit_head(records[-1]))
+                    [(r.seq, r.at, r.kind, r.actor, r.subject, r.data, r.prev, r.digest)
+                     for r in records],
+                )  # fmt: skip
+                if records:
+                    _put_state(conn, head_key, audit_head(records[-1]))
+                return records
 
-        if rows:
-            await self._run(write)
+        return await self._run(write)
 
     async def audit_records(
         self, after_seq: int = 0, since: float | None = None, until: float | None = None
@@ -527,6 +539,11 @@ class SqliteLedgerStore:
 
     def __repr__(self) -> str:
         return f"<SqliteLedgerStore {self.path}>"
+
+
+def _get_state(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM control_state WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _put_state(conn: sqlite3.Connection, key: str, value: str) -> None:
