@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -146,8 +147,8 @@ class AdminAuth:
         wait = self._limits.take(f"token:{principal.name}")
         if wait:
             raise AdminRateLimited(
-                f"too many admin requests from {principal.name}; retry in {wait:.0f} s",
-                retry_after_s=max(1, int(wait + 0.999)),
+                f"too many admin requests from {principal.name}; retry in {_seconds(wait)} s",
+                retry_after_s=_seconds(wait),
             )
         if not principal.role.allows(needed):
             raise Forbidden(
@@ -197,8 +198,8 @@ class AdminAuth:
         wait = self._limits.take(f"client:{address}")
         if wait:
             raise AdminRateLimited(
-                f"too many failed admin requests from {address}; retry in {wait:.0f} s",
-                retry_after_s=max(1, int(wait + 0.999)),
+                f"too many failed admin requests from {address}; retry in {_seconds(wait)} s",
+                retry_after_s=_seconds(wait),
             )
 
 
@@ -208,6 +209,11 @@ def principal_of(scope: Scope) -> Principal:
     if not isinstance(principal, Principal):  # an unguarded handler asked: a wiring bug
         raise RuntimeError("admin handler called without authentication")
     return principal
+
+
+def _seconds(wait: float) -> int:
+    """A wait in whole seconds, rounded up, at least one."""
+    return max(1, math.ceil(wait))
 
 
 def _sha256(value: bytes) -> bytes:
