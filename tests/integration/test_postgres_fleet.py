@@ -71,7 +71,7 @@ def test_two_replicas_share_flags_audit_and_spend(schema: str, start_gateway: Ga
     assert changed.status_code == 200, changed.text
     started = time.monotonic()
     wait_for(lambda: not second.runtime.flags.current().intelligent_routing, timeout=5)
-    assert time.monotonic() - started < 2.0  # in force on the other replica within ~1 s
+    assert time.monotonic() - started < 1.0  # in force on the other replica within 1 s
     assert route_of(second, "emergency") == "mcp"
 
     for _ in range(3):

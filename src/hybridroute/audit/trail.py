@@ -28,7 +28,15 @@ from typing import Any
 import orjson
 
 from hybridroute._clock import Clock
-from hybridroute.audit.chain import GENESIS, Anchor, ChainSigner, IntegrityReport, verify
+from hybridroute.audit.chain import (
+    GENESIS,
+    Anchor,
+    ChainSigner,
+    IntegrityReport,
+    canonical_json,
+    verify,
+)
+from hybridroute.audit.spool import AuditSpool
 from hybridroute.compliance.redaction import Redactor
 from hybridroute.storage.control import AuditRecord, ControlStore
 
@@ -63,6 +71,7 @@ class AuditTrail:
         *,
         flush_interval_s: float = 0.2,
         enabled: bool = True,
+        spool: AuditSpool | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
@@ -80,6 +89,7 @@ class AuditTrail:
         self.failures = 0
         self.last_error: str | None = None
         self._listeners: list[Callable[[AuditRecord], None]] = []
+        self._spool = spool
 
     @property
     def keyed(self) -> bool:
@@ -98,9 +108,13 @@ class AuditTrail:
         self._listeners.append(listener)
 
     async def open(self) -> None:
-        """Continue the stored chain (or start one). When the remembered head is past the
-        newest stored record, records were cut off the end: numbering goes on after the head,
-        so the gap stays visible to `verify` instead of being papered over by new records."""
+        """Continue the stored chain (or start one), and queue what the spool kept that the
+        store does not have yet (a previous process died or the store was away). When the
+        remembered head is past the newest stored record, records were cut off the end:
+        numbering goes on after the head, so the gap stays visible to `verify` instead of
+        being papered over by new records."""
+        if self._spool is not None:
+            await self._recover(self._spool.open())
         last = await self._store.last_audit()
         if last is not None:
             self._seq, self._prev = last.seq, last.digest
@@ -116,6 +130,27 @@ class AuditTrail:
                 head[0],
             )
             self._seq, self._prev = head
+
+    async def _recover(self, kept: list[dict[str, Any]]) -> None:
+        if not kept or self._spool is None:
+            return
+        stored = await self._store.audit_records(since=min(e["at"] for e in kept))
+        have = {(r.at, r.kind, r.actor, r.data) for r in stored}
+        already = 0
+        for item in kept:
+            entry = _Entry(item["at"], item["kind"], item["actor"], item["subject"], item["data"])
+            if (entry.at, entry.kind, entry.actor, canonical_json(entry.data).decode()) in have:
+                already += 1  # stored before the offset moved: confirmed, not written again
+                continue
+            self._pending.append(entry)
+        if already:  # the oldest kept entries: the batch committed just before the crash
+            self._spool.confirm(already)
+        log.warning(
+            "audit: %d entries kept on disk by an earlier run are queued again (%d were stored "
+            "already)",
+            len(kept) - already,
+            already,
+        )
 
     async def anchor(self) -> Anchor:
         raw = await self._store.get_state(ANCHOR_KEY)
@@ -143,7 +178,17 @@ class AuditTrail:
         if len(self._pending) >= _MAX_PENDING:
             self._pending.popleft()
             self.dropped += 1
-        self._pending.append(_Entry(self._clock.now(), kind, actor, subject, data))
+            if self._spool is not None:
+                self._spool.confirm(1)
+        # Redacted before it is written anywhere, the spool included.
+        redact = self._redactor.redact_value
+        entry = _Entry(self._clock.now(), kind, str(redact(actor)), subject, redact(data))
+        if self._spool is not None:
+            self._spool.append(
+                {"at": entry.at, "kind": kind, "actor": entry.actor, "subject": subject,
+                 "data": entry.data}
+            )  # fmt: skip
+        self._pending.append(entry)
 
     async def record(
         self, kind: str, actor: str, data: dict[str, Any], subject: str | None = None
@@ -162,10 +207,8 @@ class AuditTrail:
                 await self._write(min(len(self._pending), _BATCH))
 
     async def _write(self, count: int) -> None:
-        redact = self._redactor.redact_value
         entries = [
-            (entry, str(redact(entry.actor)), redact(entry.data))
-            for entry in itertools.islice(self._pending, count)
+            (entry, entry.actor, entry.data) for entry in itertools.islice(self._pending, count)
         ]
         signer = self._signer
 
@@ -195,6 +238,8 @@ class AuditTrail:
             raise
         for _ in range(count):
             self._pending.popleft()
+        if self._spool is not None:
+            self._spool.confirm(count)
         if sealed:
             self._seq, self._prev = sealed[-1].seq, sealed[-1].digest
         self.written += count
@@ -256,5 +301,6 @@ class AuditTrail:
             "pending": self.pending,
             "dropped": self.dropped,
             "write_failures": self.failures,
+            "spooled": self._spool.waiting if self._spool is not None else None,
             "last_error": self.last_error,
         }

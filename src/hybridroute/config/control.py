@@ -105,6 +105,10 @@ class AuditConfig(_Strict):
     flush_interval_ms: int = Field(default=200, ge=1, le=60_000)
     # Records older than this are purged; the chain then verifies from the last purged record.
     retention_days: int = Field(default=400, ge=1, le=36_500)
+    # Where entries wait on local disk until the store has them (none lost to a crash or a
+    # database outage). Default: beside the SQLite file, or data/audit-spool.jsonl with
+    # PostgreSQL (give each replica on one host its own); none with in-memory storage.
+    spool_path: str | None = None
 
 
 class ComplianceConfig(_Strict):
