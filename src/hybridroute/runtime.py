@@ -25,6 +25,7 @@ import orjson
 from hybridroute import __version__
 from hybridroute._clock import Clock, SystemClock
 from hybridroute._tasks import TaskSupervisor
+from hybridroute.caching.redis_store import RedisCacheStore
 from hybridroute.config.platform import resolve_env
 from hybridroute.config.schema import GatewayConfig
 from hybridroute.control.plane import ControlPlane
@@ -112,6 +113,22 @@ def _build_ledger(
     url = resolve_env(budgets.redis_url, "budgets.redis_url")
     ledger.use_book(RedisBudgetBook.connect(url, budgets.redis_prefix, budgets.lease_s))
     return ledger
+
+
+def _build_cache(config: GatewayConfig, clock: Clock) -> ResponseCache:
+    """The response cache: in process, or — with `cache.redis_url` — shared in Redis."""
+    settings = cache_settings(config.cache, list(config.matrix))
+    shared = None
+    if config.cache.redis_url is not None and settings.enabled:
+        shared = RedisCacheStore.connect(
+            resolve_env(config.cache.redis_url, "cache.redis_url"),
+            clock,
+            prefix=config.cache.redis_prefix,
+            max_entries=settings.max_entries,
+            max_bytes=settings.max_bytes,
+            max_entry_bytes=settings.max_entry_bytes,
+        )
+    return ResponseCache(settings, clock, aggressive=config.cache.aggressive, store=shared)
 
 
 class Runtime:
@@ -205,11 +222,7 @@ class Runtime:
         self.prices = PriceTable.from_config(config.pricing)
         self.store: RecordStore = ledger_store or open_ledger_store(config.storage)
         self.ledger = _build_ledger(config, self.prices.currency, self.clock, self.store)
-        self.cache = ResponseCache(
-            cache_settings(config.cache, list(config.matrix)),
-            self.clock,
-            aggressive=config.cache.aggressive,
-        )
+        self.cache = _build_cache(config, self.clock)
         self.gateway = Gateway(
             matrix=self.matrix,
             topology=self.topology,
@@ -461,6 +474,9 @@ class Runtime:
         except Exception:  # the store is away: say so, the gateway still stops
             log.exception("%d alert events could not be written", self.alert_log.pending)
         await self.ledger.aclose()  # writes what is still pending, then closes the store
+        shared_cache = getattr(self.cache.store, "aclose", None)
+        if shared_cache is not None:
+            await shared_cache()
         await self._http.aclose()
 
     async def __aenter__(self) -> Runtime:

@@ -130,6 +130,9 @@ class CacheConfig(_Strict):
     # Aggressive caching all the time (the operator's switch); it also turns on by itself under
     # emergency cost controls (budget at or above critical_at).
     aggressive: bool = False
+    # Share the cache between replicas through Redis (a URL or `env:VAR`); unset: in process.
+    redis_url: str | None = None
+    redis_prefix: str = Field(default="hybridroute", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
     @model_validator(mode="after")
     def _ttls_valid(self) -> CacheConfig:

@@ -1,0 +1,66 @@
+"""Two replicas sharing the response cache in Redis: an answer one produced is a hit on the
+other, an invalidation through either reaches both, and residency still scopes the entries."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+import redis
+
+from tests.loopback import GatewayFactory, RunningGateway, Simulator
+
+REDIS = "redis://127.0.0.1:6379/0"
+CHAT = {"model": "default", "messages": [{"role": "user", "content": "Any anomalies overnight?"}]}
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    name = f"shared-cache-{secrets.token_hex(4)}"
+    yield name
+    client = redis.Redis.from_url(REDIS)
+    keys = list(client.scan_iter(f"{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def ask(gateway: RunningGateway, **headers: str) -> httpx.Response:
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=CHAT,
+        headers={"x-operation-type": "meta_monitor", **headers},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_replicas_share_answers_and_invalidations(
+    prefix: str, start_gateway: GatewayFactory, bedrock_sim: Simulator
+) -> None:
+    def shared(data: dict[str, Any]) -> None:
+        data["cache"] = {"enabled": True, "redis_url": REDIS, "redis_prefix": prefix}
+
+    first, second = start_gateway(shared), start_gateway(shared)
+    produced = ask(first)
+    assert produced.headers["x-hybridroute-cache"] == "miss"
+    calls = bedrock_sim.requests()
+    hit = ask(second)
+    assert hit.headers["x-hybridroute-cache"] == "hit"
+    assert (
+        hit.json()["choices"][0]["message"]["content"]
+        == (produced.json()["choices"][0]["message"]["content"])
+    )
+    assert bedrock_sim.requests() == calls  # nothing went upstream for the hit
+
+    # Another residency is another scope: not served from the first answer.
+    assert ask(second, **{"x-data-residency": "eu"}).headers["x-hybridroute-cache"] == "miss"
+
+    # An invalidation through one replica reaches the other.
+    dropped = httpx.post(second.url + "/admin/cache/invalidate", json={}, timeout=10)
+    assert dropped.status_code == 200, dropped.text
+    assert ask(first).headers["x-hybridroute-cache"] == "miss"
