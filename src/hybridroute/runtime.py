@@ -40,6 +40,7 @@ from hybridroute.gateway.tenants import TenantDirectory
 from hybridroute.monitoring import HybridHealthMonitor
 from hybridroute.monitoring.monitor import MonitorSettings
 from hybridroute.notify import AlertNotice, NotificationDispatcher, build_sinks
+from hybridroute.notify.fleet import FleetNotices
 from hybridroute.observability.alerts import AlertManager, Transition
 from hybridroute.observability.events import RequestEvent
 from hybridroute.observability.metrics import GatewayMetrics
@@ -51,6 +52,7 @@ from hybridroute.observability.watch import AlertNotifier, ObservabilityLoop
 from hybridroute.providers import Route, build_route
 from hybridroute.resilience.admission import AdmissionControl, AdmissionSettings
 from hybridroute.resilience.breaker import BreakerSettings, CircuitBreaker
+from hybridroute.resilience.fleet import FleetHealth, default_replica_id
 from hybridroute.resilience.health import HealthBoard
 from hybridroute.resilience.probes import HealthProber
 from hybridroute.routing.flags import FlagStore, InMemoryFlagStore
@@ -129,6 +131,26 @@ def _build_cache(config: GatewayConfig, clock: Clock) -> ResponseCache:
             max_entry_bytes=settings.max_entry_bytes,
         )
     return ResponseCache(settings, clock, aggressive=config.cache.aggressive, store=shared)
+
+
+def _fleet_parts(
+    config: GatewayConfig,
+    health: HealthBoard,
+    clock: Clock,
+    notifications: NotificationDispatcher,
+) -> tuple[FleetHealth | None, NotificationDispatcher | FleetNotices]:
+    """With `fleet.redis_url`: route health shared with the other replicas, and one alert
+    notice per transition for the whole fleet (the first replica to claim it sends it)."""
+    fleet = config.fleet
+    if fleet.redis_url is None:
+        return None, notifications
+    url = resolve_env(fleet.redis_url, "fleet.redis_url")
+    replica = fleet.replica_id or default_replica_id()
+    routes = list(config.routes)
+    return (
+        FleetHealth.connect(url, fleet.redis_prefix, replica, health, routes, clock),
+        FleetNotices.connect(url, fleet.redis_prefix, notifications),
+    )
 
 
 class Runtime:
@@ -258,10 +280,11 @@ class Runtime:
         self.notifications = NotificationDispatcher(
             build_sinks(config.alerts.sinks, self._http), self.clock
         )
+        self.fleet, self.notices = _fleet_parts(config, self.health, self.clock, self.notifications)
         self.alerts = AlertManager(
             config.alerts.rules,
             self.clock,
-            notifier=AlertNotifier(self.notifications),
+            notifier=AlertNotifier(self.notices),
             resolve_after_s=config.alerts.resolve_after_s,
         )
         self.observability = ObservabilityLoop(
@@ -404,7 +427,7 @@ class Runtime:
                 continue
             summary = f"{event.summary} (the gateway restarted)"
             self.alert_log.submit(replace(event, at=now, transition="resolved", summary=summary))
-            self.notifications.notify(
+            self.notices.notify(
                 AlertNotice(
                     alert_id=event.alert_id,
                     rule=event.rule,
@@ -451,6 +474,8 @@ class Runtime:
         if self.shipper is not None:
             self.supervisor.spawn(self.shipper.run(), name="event-shipper")
         self._watch = self.supervisor.spawn(self.observability.run(), name="observability")
+        if self.fleet is not None:
+            self.supervisor.spawn(self.fleet.run(), name="fleet-health")
         self.tracer.start()
         self.started_at = time.time()
 
@@ -465,6 +490,8 @@ class Runtime:
             await asyncio.gather(self._watch, return_exceptions=True)
         if self.role.leader:
             self.alerts.close("the gateway stopped")
+        if isinstance(self.notices, FleetNotices):
+            await self.notices.aclose()  # claims still in flight reach the dispatcher first
         await self.notifications.aclose()  # delivers what it can of what is queued
         await self.supervisor.aclose()
         await self.tracer.aclose()  # exports queued spans, at most ~5 s
@@ -474,6 +501,8 @@ class Runtime:
         except Exception:  # the store is away: say so, the gateway still stops
             log.exception("%d alert events could not be written", self.alert_log.pending)
         await self.ledger.aclose()  # writes what is still pending, then closes the store
+        if self.fleet is not None:
+            await self.fleet.aclose()
         shared_cache = getattr(self.cache.store, "aclose", None)
         if shared_cache is not None:
             await shared_cache()

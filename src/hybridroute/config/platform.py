@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from hybridroute.errors import ConfigError, ConfigIssue
 from hybridroute.types import DEFAULT_TENANT
 
-__all__ = ["DEFAULT_TENANT", "ApiKeyConfig", "StorageConfig", "TenantsConfig", "resolve_env"]
+__all__ = [
+    "DEFAULT_TENANT",
+    "ApiKeyConfig",
+    "FleetConfig",
+    "StorageConfig",
+    "TenantsConfig",
+    "resolve_env",
+]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -61,6 +68,16 @@ class TenantsConfig(_Strict):
 
     def tenant_names(self) -> set[str]:
         return {DEFAULT_TENANT} | {k.tenant for k in self.api_keys}
+
+
+class FleetConfig(_Strict):
+    """Replicas of one gateway sharing route health through Redis."""
+
+    # A URL or `env:VAR`; unset: each replica judges routes on its own.
+    redis_url: str | None = None
+    redis_prefix: str = Field(default="hybridroute", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # This replica's name in what it publishes (default: host name and process id).
+    replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
 class StorageConfig(_Strict):

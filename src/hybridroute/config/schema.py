@@ -20,7 +20,7 @@ from hybridroute.config.defaults import (
 )
 from hybridroute.config.economy import BudgetsConfig, CacheConfig, PricingConfig
 from hybridroute.config.observability import AlertsConfig, SloConfig, TracingConfig
-from hybridroute.config.platform import StorageConfig, TenantsConfig
+from hybridroute.config.platform import FleetConfig, StorageConfig, TenantsConfig
 from hybridroute.types import Priority
 
 __all__ = [
@@ -373,6 +373,7 @@ class GatewayConfig(_Strict):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
 
     def breaker_for(self, route_id: str) -> BreakerConfig:
         """The breaker settings of a route: its own override, else the global ones."""

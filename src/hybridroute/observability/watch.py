@@ -25,7 +25,8 @@ from hybridroute._clock import Clock
 from hybridroute.config.observability import SloConfig
 from hybridroute.economics import CostLedger
 from hybridroute.monitoring import HybridHealthMonitor
-from hybridroute.notify import AlertNotice, NotificationDispatcher
+from hybridroute.notify import AlertNotice
+from hybridroute.notify.fleet import Notices
 from hybridroute.observability.alerts import AlertManager, Reading, Readings, Transition
 from hybridroute.observability.metrics import GatewayMetrics
 from hybridroute.observability.slo import TRAFFIC_METRICS, SloSnapshot, slo_snapshot
@@ -45,7 +46,7 @@ _SAMPLE_EVERY_S = 1.0
 class AlertNotifier:
     """Hands alert transitions to the notification dispatcher as notices."""
 
-    def __init__(self, dispatcher: NotificationDispatcher, gateway: str = "hybridroute") -> None:
+    def __init__(self, dispatcher: Notices, gateway: str = "hybridroute") -> None:
         self._dispatcher = dispatcher
         self._gateway = gateway
 

@@ -34,6 +34,7 @@ class HealthBoard:
 
     __slots__ = (
         "_breakers",
+        "_fleet",
         "_monitoring",
         "_probes",
         "_readiness",
@@ -56,6 +57,8 @@ class HealthBoard:
         self._probes = {route: ProbeHistory() for route in self._breakers}
         # monotonic time after which a route's last probe result no longer counts (None: never)
         self._stale_at: dict[RouteId, float | None] = dict.fromkeys(self._breakers)
+        # Other replicas' verdicts on routes (route -> health and when it stops standing).
+        self._fleet: dict[RouteId, tuple[RouteHealth, float]] = {}
 
     def breaker(self, route: RouteId) -> CircuitBreaker:
         return self._breakers[route]
@@ -77,13 +80,35 @@ class HealthBoard:
         breaker.record_probe(result.ok, result.error)
 
     def route_health(self, route: RouteId) -> RouteHealth:
-        """The route's health for the decision policy."""
+        """The route's health for the decision policy (what other replicas of a fleet see
+        included: a route healthy here but failing there is avoided here too)."""
+        return self._with_fleet(route, self.local_health(route))
+
+    def local_health(self, route: RouteId) -> RouteHealth:
+        """The route's health as this process alone sees it (what it tells the fleet)."""
         return self._merged(route) or self._breakers[route].health()
 
     def availability(self, route: RouteId) -> RouteHealth:
         """The route's health for status reports: like `route_health`, except that a half-open
         breaker reads as recovering (PROBING) even while its trial request is in flight."""
-        return self._merged(route) or self._breakers[route].availability()
+        return self._with_fleet(route, self._merged(route) or self._breakers[route].availability())
+
+    def fleet_report(self, route: RouteId, health: RouteHealth | None, for_s: float) -> None:
+        """What other replicas see of `route` (None: nothing wrong), standing for `for_s`."""
+        if health is None:
+            self._fleet.pop(route, None)
+        else:
+            self._fleet[route] = (health, self._breakers[route].clock.monotonic() + for_s)
+
+    def _with_fleet(self, route: RouteId, here: RouteHealth) -> RouteHealth:
+        reported = self._fleet.get(route)
+        if reported is None or here.status is not HealthStatus.HEALTHY:
+            return here
+        health, until = reported
+        if self._breakers[route].clock.monotonic() >= until:
+            del self._fleet[route]
+            return here
+        return health
 
     def _merged(self, route: RouteId) -> RouteHealth | None:
         """Readiness and probes' verdict when either makes the route unhealthy, else None."""

@@ -1,0 +1,69 @@
+"""Two replicas sharing route health through Redis: a route one replica sees failing (its
+breaker held open) is stepped around by the other within a few seconds, and counts no more once
+the first replica sees it healthy again."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+import redis
+
+from tests.loopback import GatewayFactory, RunningGateway, wait_for
+
+REDIS = "redis://127.0.0.1:6379/0"
+CHAT = {"model": "default", "messages": [{"role": "user", "content": "Is the cluster healthy?"}]}
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    name = f"fleet-health-{secrets.token_hex(4)}"
+    yield name
+    client = redis.Redis.from_url(REDIS)
+    keys = list(client.scan_iter(f"{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def served_by(gateway: RunningGateway) -> str:
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=CHAT,
+        headers={"x-operation-type": "infrastructure"},  # direct_bedrock, fallback mcp
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.headers["x-hybridroute-route"])
+
+
+def test_a_route_failing_on_one_replica_is_avoided_by_the_other(
+    prefix: str, start_gateway: GatewayFactory
+) -> None:
+    def fleet(name: str) -> Any:
+        def change(data: dict[str, Any]) -> None:
+            data["fleet"] = {"redis_url": REDIS, "redis_prefix": prefix, "replica_id": name}
+
+        return change
+
+    first, second = start_gateway(fleet("replica-a")), start_gateway(fleet("replica-b"))
+    assert served_by(second) == "direct_bedrock"
+    held = httpx.post(
+        first.url + "/admin/health/circuit-breakers/direct_bedrock/force-open",
+        json={"reason": "5xx burst"},
+        timeout=10,
+    )
+    assert held.status_code == 200, held.text
+    wait_for(lambda: served_by(second) == "mcp", timeout=5)
+    health = second.runtime.health.route_health("direct_bedrock")
+    assert "unhealthy on replica replica-a" in health.detail
+    assert second.runtime.breakers["direct_bedrock"].state.value == "closed"  # its own is fine
+
+    reset = httpx.post(
+        first.url + "/admin/health/circuit-breakers/direct_bedrock/reset", json={}, timeout=10
+    )
+    assert reset.status_code == 200
+    wait_for(lambda: served_by(second) == "direct_bedrock", timeout=5)
