@@ -64,3 +64,14 @@ def test_replicas_share_answers_and_invalidations(
     dropped = httpx.post(second.url + "/admin/cache/invalidate", json={}, timeout=10)
     assert dropped.status_code == 200, dropped.text
     assert ask(first).headers["x-hybridroute-cache"] == "miss"
+
+
+def test_a_cache_that_is_away_costs_misses_not_requests(start_gateway: GatewayFactory) -> None:
+    def unreachable(data: dict[str, Any]) -> None:
+        data["cache"] = {"enabled": True, "redis_url": "redis://127.0.0.1:9/0"}
+
+    gateway = start_gateway(unreachable)
+    for _ in range(2):
+        assert ask(gateway).headers["x-hybridroute-cache"] == "miss"
+    status = httpx.get(gateway.url + "/admin/cache", timeout=10).json()
+    assert status["lookup_failures"] == 2

@@ -10,6 +10,7 @@ never sees another's answer. Errors are never stored: only a finished answer rea
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ from hybridroute.economics.pricing import money_text
 from hybridroute.types import CacheDirective, ChatRequest, GenerationRequest
 
 __all__ = ["CacheLookup", "ResponseCache", "cache_settings", "subject_tag"]
+
+log = logging.getLogger("hybridroute.cache")
 
 _MIB, _KIB = 1024 * 1024, 1024
 _PURGE_SLICE = 2_000
@@ -93,6 +96,7 @@ class ResponseCache:
             max_entry_bytes=settings.max_entry_bytes,
         )
         self.always_aggressive = aggressive
+        self.lookup_failures = 0
         # How often each tag (index 0: everything) was invalidated. An answer is stored only if
         # none of its tags was invalidated since its request was looked up, so an answer
         # computed before an invalidation cannot outlive it.
@@ -153,7 +157,12 @@ class ResponseCache:
         """The cached answer, if there is one (counted as a hit or a miss)."""
         if not lookup.read or lookup.key is None:
             return None
-        entry = await self.store.get(lookup.key)
+        try:
+            entry = await self.store.get(lookup.key)
+        except Exception:  # noqa: BLE001 - a cache that is away costs a miss, not the request
+            self.lookup_failures += 1
+            log.warning("the response cache could not be read; answering without it")
+            entry = None
         if entry is None:
             self.stats.record_miss(chat.operation_type, chat.tenant)
         else:
@@ -214,6 +223,7 @@ class ResponseCache:
         return {
             "enabled": self.settings.enabled,
             "aggressive_always": self.always_aggressive,
+            "lookup_failures": self.lookup_failures,
             "max_temperature": self.settings.max_temperature,
             "aggressive_ttl_multiplier": self.settings.aggressive_ttl_multiplier,
             "ttl_s": dict(self.settings.ttl_s),
