@@ -327,6 +327,7 @@ class Runtime:
             traffic=self.traffic,
             swap=self._use_routing,
             leader=role.leader,
+            spool=ledger_store is None,
         )
         if role.leader:
             self.gateway.add_observer(self.control.observe)

@@ -126,6 +126,22 @@ def chat(base: str, operation: str, text: str = "fleet") -> tuple[int, str]:
     return status, "" if status == 200 else answer["error"]["code"]
 
 
+def decision(base: str) -> str:
+    """Send one standard request; its decision id."""
+    body = {"model": "default", "messages": [{"role": "user", "content": "kept?"}], "max_tokens": 4}
+    _, _, headers = call(
+        "POST", f"{base}/v1/chat/completions", body, {"x-operation-type": "background"}
+    )
+    return str(headers["x-hybridroute-decision-id"])
+
+
+def decisions_in_chain(base: str) -> set[str]:
+    _, export, _ = call("GET", f"{base}/admin/audit/export?period=all")
+    return {
+        json.loads(r["data"])["decision_id"] for r in export["records"] if r["kind"] == "decision"
+    }
+
+
 def spent(base: str) -> tuple[Decimal, Decimal]:
     """(spent, reserved) of the global daily budget, as the replica sees it."""
     status, body, _ = call("GET", f"{base}/admin/cost?days=1")
@@ -140,15 +156,17 @@ def ledger_total(base: str) -> Decimal:
 
 
 def test_a_fleet_of_three_shares_budgets_flags_and_one_audit_chain(
+    schema: str,
+    redis_server: RedisServer,
     tmp_path: Path,
     processes: list[subprocess.Popen[str]],
-    redis_server: RedisServer,
-    schema: str,
 ) -> None:
+    # (fixtures in this order: the replicas stop before Redis and the schema go)
     sim_port = _free_port()
     _spawn(processes, "sim", "bedrock", "--port", str(sim_port))
     bases: list[str] = []
     replicas: list[subprocess.Popen[str]] = []
+    configs: list[Path] = []
     for index in range(3):
         port = _free_port()
         path = _config(tmp_path, port, sim_port)
@@ -161,6 +179,9 @@ def test_a_fleet_of_three_shares_budgets_flags_and_one_audit_chain(
             "postgres_schema": schema,
             "flush_interval_ms": 20,
         }
+        config["audit"] = {"spool_path": str(tmp_path / f"spool-{index}.jsonl")}
+        if index == 2:  # the replica killed below keeps its decisions queued until then
+            config["audit"]["flush_interval_ms"] = 60_000
         config["budgets"] = {
             "global": {"daily": str(LIMIT)},
             "redis_url": f"redis://127.0.0.1:{redis_server.port}/0",
@@ -168,6 +189,7 @@ def test_a_fleet_of_three_shares_budgets_flags_and_one_audit_chain(
         }
         own = tmp_path / f"replica-{index}.yaml"
         own.write_text(yaml.safe_dump(config))
+        configs.append(own)
         replicas.append(_spawn(processes, "serve", "--config", str(own), env=ENV))
         bases.append(f"http://127.0.0.1:{port}")
     for base in bases:
@@ -215,7 +237,9 @@ def test_a_fleet_of_three_shares_budgets_flags_and_one_audit_chain(
     assert integrity["ok"], integrity["problems"]
 
     # 4. SIGKILL a replica holding reservations (slow critical requests): its leases expire
-    #    and the reservations are given back by the survivors.
+    #    and the reservations are given back by the survivors; the decisions it answered (kept
+    #    in its spool, not yet written) are in the chain once it is started again.
+    answered = [decision(bases[2]) for _ in range(5)]
     call("PATCH", f"http://127.0.0.1:{sim_port}/_sim/knobs", {"latency_ms": 5000})
     victim = replicas[2]
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -226,6 +250,12 @@ def test_a_fleet_of_three_shares_budgets_flags_and_one_audit_chain(
     call("PATCH", f"http://127.0.0.1:{sim_port}/_sim/knobs", {"latency_ms": 0})
     assert spent(bases[0])[1] > 0  # still held by the dead replica ...
     wait_for(lambda: spent(bases[0])[1] == 0, timeout=60)  # ... until its leases expire
+    assert not set(answered) & decisions_in_chain(bases[0])
+    _spawn(processes, "serve", "--config", str(configs[2]), env=ENV)
+    _wait_ready(bases[2])
+    wait_for(lambda: set(answered) <= decisions_in_chain(bases[0]), timeout=10)
+    status, integrity, _ = call("GET", f"{bases[0]}/admin/audit/trail-integrity")
+    assert integrity["ok"], integrity["problems"]
 
     # 5. Redis stopped mid-load: non-critical work fails closed, critical work is served.
     before = spent(bases[0])[0]

@@ -8,6 +8,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -51,9 +52,14 @@ def route_of(gateway: RunningGateway, operation: str) -> str:
     return str(response.headers["x-hybridroute-route"])
 
 
-def test_two_replicas_share_flags_audit_and_spend(schema: str, start_gateway: GatewayFactory):
+def test_two_replicas_share_flags_audit_and_spend(
+    schema: str, start_gateway: GatewayFactory, tmp_path: Path
+):
     # (`schema` first: it is dropped only after the gateways have stopped)
+    spools = iter(range(10))
+
     def on_postgres(data: dict[str, Any]) -> None:
+        data["audit"] = {"spool_path": str(tmp_path / f"spool-{next(spools)}.jsonl")}
         data["storage"] = {
             "backend": "postgres",
             "postgres_dsn": DSN,

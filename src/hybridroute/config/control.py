@@ -106,8 +106,8 @@ class AuditConfig(_Strict):
     # Records older than this are purged; the chain then verifies from the last purged record.
     retention_days: int = Field(default=400, ge=1, le=36_500)
     # Where entries wait on local disk until the store has them (none lost to a crash or a
-    # database outage). Default: beside the SQLite file, or data/audit-spool.jsonl with
-    # PostgreSQL (give each replica on one host its own); none with in-memory storage.
+    # database outage). Default: beside the SQLite file, or data/audit-spool-<port>.jsonl with
+    # PostgreSQL (one per replica on a host); none with in-memory storage.
     spool_path: str | None = None
 
 

@@ -88,7 +88,8 @@ def _spool_for(config: GatewayConfig) -> AuditSpool | None:
     if storage.backend == "sqlite":
         return AuditSpool(Path(storage.sqlite_path).with_suffix(".audit-spool.jsonl"))
     if storage.backend == "postgres":
-        return AuditSpool(Path("data", "audit-spool.jsonl"))
+        # One spool per replica: replicas on one host listen on different ports.
+        return AuditSpool(Path("data", f"audit-spool-{config.server.port}.jsonl"))
     return None
 
 
@@ -110,13 +111,17 @@ class ControlPlane:
         traffic: TrafficWindow,
         swap: Callable[[GatewayConfig, RoutingMatrix], None],
         leader: bool,
+        spool: bool = True,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.leader = leader
         self._store = store
         self.redactor = Redactor(config.compliance.redaction)
-        self._spool = _spool_for(config) if leader and config.audit.enabled else None
+        # Only the process that writes the trail spools it, and not a scratch runtime (a
+        # deployment check) whose records must never reach the deployment's chain.
+        wanted = spool and leader and config.audit.enabled
+        self._spool = _spool_for(config) if wanted else None
         self.audit = AuditTrail(
             store,
             ChainSigner(_hmac_key(config, env)),
@@ -211,6 +216,11 @@ class ControlPlane:
     async def start(self, supervisor: TaskSupervisor) -> None:
         self._log_filter = log_redaction.install(self.redactor)
         await self.audit.open()
+        if self.audit.pending:  # what the spool kept from an earlier run goes in at once
+            try:
+                await self.audit.flush()
+            except Exception:
+                log.exception("audit entries kept by an earlier run could not be written yet")
         await self.subjects.open(self._environ)
         await self.flags.load()
         await self.actions.load()
