@@ -223,3 +223,30 @@ async def test_postgres_refuses_an_unmigrated_schema():
     store = PostgresStore(DSN, f"never_{secrets.token_hex(4)}")
     with pytest.raises(StorageError, match="run `hybridroute db migrate` first"):
         await store.open()
+
+
+async def test_postgres_tells_listening_replicas_of_a_change():
+    schema = f"notify_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(DSN)
+    await migrate(conn, schema)
+    listener, publisher = PostgresStore(DSN, schema), PostgresStore(DSN, schema)
+    await listener.open()
+    await publisher.open()
+    heard: list[str] = []
+    arrived = asyncio.Event()
+
+    def hear(revision: str) -> None:
+        heard.append(revision)
+        arrived.set()
+
+    stop = await listener.listen_changes(hear)
+    try:
+        await publisher.notify_change("rev-42")  # another replica publishes a change
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert heard == ["rev-42"]
+    finally:
+        await stop()
+        await listener.aclose()
+        await publisher.aclose()
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await conn.close()

@@ -15,6 +15,7 @@ is in force on every worker within about half a second (polled every 0.25 s).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -280,6 +281,9 @@ class ControlPlane:
         self._changed = False
         self._revision = secrets.token_hex(8)
         await self._store.put_state(REVISION_KEY, self._revision)
+        notify = getattr(self._store, "notify_change", None)
+        if notify is not None:  # PostgreSQL: the others hear it at once (polling still heals)
+            await notify(self._revision)
 
     async def _publish(self) -> None:
         while True:
@@ -305,9 +309,26 @@ class ControlPlane:
         return True
 
     async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(_SYNC_EVERY_S)
+        """Re-read the control state when the shared revision moves: at once on a change
+        notification where the store sends them, and on a poll every 0.25 s regardless (a
+        missed notification heals)."""
+        woken = asyncio.Event()
+        stop = None
+        listen = getattr(self._store, "listen_changes", None)
+        if listen is not None:
             try:
-                await self.sync()
+                stop = await listen(lambda revision: woken.set())
             except Exception:
-                log.exception("could not read the control plane's state; retrying")
+                log.exception("could not listen for control changes; polling only")
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), _SYNC_EVERY_S)
+                woken.clear()
+                try:
+                    await self.sync()
+                except Exception:
+                    log.exception("could not read the control plane's state; retrying")
+        finally:
+            if stop is not None:
+                await stop()

@@ -11,7 +11,7 @@ is read: one chain for the whole fleet, verified by the same verifier as SQLite.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -364,6 +364,35 @@ class PostgresStore:
                 return last
         except (OSError, asyncpg.PostgresError) as exc:
             raise StorageError(f"PostgreSQL store: {exc}") from exc
+
+    # -- change notification (LISTEN/NOTIFY) ------------------------------------------------------
+
+    @property
+    def _channel(self) -> str:
+        return f"{self.schema}_control"
+
+    async def notify_change(self, revision: str) -> None:
+        """Tell every replica listening that the control state moved on."""
+        try:
+            async with self._ready().acquire() as conn:
+                await conn.execute("SELECT pg_notify($1, $2)", self._channel, revision)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StorageError(f"PostgreSQL store: {exc}") from exc
+
+    async def listen_changes(self, heard: Callable[[str], None]) -> Callable[[], Awaitable[None]]:
+        """Call `heard(revision)` on every change notification; returns what stops listening.
+        The listening connection is its own (a pooled one could be handed to a query)."""
+        conn = await asyncpg.connect(self.dsn, server_settings={"search_path": self.schema})
+
+        def on_notice(_conn: Any, _pid: int, _channel: str, payload: object) -> None:
+            heard(str(payload))
+
+        await conn.add_listener(self._channel, on_notice)
+
+        async def stop() -> None:
+            await conn.close()
+
+        return stop
 
     def describe(self) -> str:
         where = self.dsn.split("@")[-1]  # never the password
