@@ -110,8 +110,11 @@ class SharedCostLedger(CostLedger):
                     break
                 except NotLoaded as missing:
                     await self._load(accounts[missing.index], now)
-            else:  # pragma: no cover - each account is loaded once, so the loop ends first
-                raise StorageError("shared budgets: an account would not load into Redis")
+            else:  # Redis dropped accounts as fast as they were loaded (evicting under memory?)
+                raise StorageError(
+                    "shared budgets: Redis keeps losing the budget accounts just loaded into it; "
+                    "check its maxmemory policy (budget keys must not be evicted)"
+                )
         except (RedisError, OSError) as exc:
             self.redis_errors += 1
             if not critical:
