@@ -1,4 +1,5 @@
-"""Log redaction: PII taken out of every log line before a handler writes it.
+"""Log redaction: PII taken out of every log line before a handler writes it, and request
+payloads kept out of the log altogether.
 
 `install(redactor)` puts a filter on the root logger's handlers (where `hybridroute serve`
 writes its logs) that renders each record's message, redacts it, and hands the handler the
@@ -11,7 +12,7 @@ import logging
 
 from hybridroute.compliance.redaction import Redactor
 
-__all__ = ["RedactingFilter", "install", "uninstall"]
+__all__ = ["PAYLOAD_LOGGERS", "RedactingFilter", "install", "uninstall"]
 
 
 class RedactingFilter(logging.Filter):
@@ -38,8 +39,18 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# Libraries that log whole requests and responses (prompts and answers: the callers' data) at
+# DEBUG; they are held at INFO so debug logging of the gateway never writes those payloads.
+PAYLOAD_LOGGERS = ("mcp", "httpcore", "httpcore2", "httpx", "httpx2", "botocore", "urllib3")
+
+
 def install(redactor: Redactor) -> RedactingFilter:
-    """Redact what every root handler writes; returns the filter (for `uninstall`)."""
+    """Redact what every root handler writes, and keep payload-logging libraries at INFO;
+    returns the filter (for `uninstall`)."""
+    for name in PAYLOAD_LOGGERS:
+        library = logging.getLogger(name)
+        if library.getEffectiveLevel() < logging.INFO:
+            library.setLevel(logging.INFO)
     installed = RedactingFilter(redactor)
     for handler in logging.getLogger().handlers:
         handler.addFilter(installed)
