@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import secrets
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -161,6 +162,23 @@ def start_gateway(bedrock_sim: Simulator, mcp_sim: Simulator) -> Iterator[Gatewa
 @pytest.fixture
 def gateway(start_gateway: GatewayFactory) -> RunningGateway:
     return start_gateway()
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own in the machine's Redis, its keys deleted afterwards."""
+    import redis
+
+    name = f"test-{secrets.token_hex(4)}"
+    yield name
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 def wait_for(check: Callable[[], bool], timeout: float) -> float:

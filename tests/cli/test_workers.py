@@ -167,7 +167,8 @@ def _call(
             return error.code, json.loads(error.read())
 
 
-def _chat(base: str, operation_type: str) -> int:
+def _answer(base: str, operation_type: str) -> tuple[int, str]:
+    """One chat request on a fresh connection: its status and the route that served it."""
     request = urllib.request.Request(
         f"{base}/v1/chat/completions",
         data=json.dumps(
@@ -181,24 +182,15 @@ def _chat(base: str, operation_type: str) -> int:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         response.read()
-        return int(response.status)
+        return int(response.status), str(response.headers["x-hybridroute-route"])
+
+
+def _chat(base: str, operation_type: str) -> int:
+    return _answer(base, operation_type)[0]
 
 
 def _route_of(base: str, operation_type: str) -> str:
-    request = urllib.request.Request(
-        f"{base}/v1/chat/completions",
-        data=json.dumps(
-            {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
-        ).encode(),
-        headers={
-            "content-type": "application/json",
-            "x-operation-type": operation_type,
-            "Connection": "close",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        response.read()
-        return str(response.headers["x-hybridroute-route"])
+    return _answer(base, operation_type)[1]
 
 
 def _send(base: str, count: int) -> None:

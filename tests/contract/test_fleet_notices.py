@@ -5,11 +5,8 @@ Redis every replica sends (a duplicate rather than silence)."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from hybridroute.notify.fleet import FleetNotices
 from hybridroute.notify.message import AlertNotice
@@ -35,25 +32,14 @@ def notice(transition: str, replica: str) -> AlertNotice:
     )  # fmt: skip
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"notices-{secrets.token_hex(4)}"
-    yield name
-    client = aioredis.Redis.from_url(REDIS)
-    keys = [k async for k in client.scan_iter(f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 async def settle(*replicas: FleetNotices) -> None:
     for replica in replicas:
         await asyncio.gather(*replica._tasks)
 
 
-async def test_the_fleet_sends_each_transition_once(prefix: str):
+async def test_the_fleet_sends_each_transition_once(redis_prefix: str):
     heard = Heard()
-    replicas = [FleetNotices.connect(REDIS, prefix, heard) for _ in range(3)]
+    replicas = [FleetNotices.connect(REDIS, redis_prefix, heard) for _ in range(3)]
     for n, replica in enumerate(replicas):
         replica.notify(notice("firing", str(n)))
     await settle(*replicas)

@@ -4,29 +4,13 @@ the first replica sees it healthy again."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2 as httpx
-import pytest
-import redis
 
-from tests.loopback import GatewayFactory, RunningGateway, wait_for
+from tests.loopback import REDIS_URL, GatewayFactory, RunningGateway, wait_for
 
-REDIS = "redis://127.0.0.1:6379/0"
 CHAT = {"model": "default", "messages": [{"role": "user", "content": "Is the cluster healthy?"}]}
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    name = f"fleet-health-{secrets.token_hex(4)}"
-    yield name
-    client = redis.Redis.from_url(REDIS)
-    keys = list(client.scan_iter(f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def served_by(gateway: RunningGateway) -> str:
@@ -41,11 +25,15 @@ def served_by(gateway: RunningGateway) -> str:
 
 
 def test_a_route_failing_on_one_replica_is_avoided_by_the_other(
-    prefix: str, start_gateway: GatewayFactory
+    redis_prefix: str, start_gateway: GatewayFactory
 ) -> None:
     def fleet(name: str) -> Any:
         def change(data: dict[str, Any]) -> None:
-            data["fleet"] = {"redis_url": REDIS, "redis_prefix": prefix, "replica_id": name}
+            data["fleet"] = {
+                "redis_url": REDIS_URL,
+                "redis_prefix": redis_prefix,
+                "replica_id": name,
+            }
 
         return change
 

@@ -3,29 +3,13 @@ other, an invalidation through either reaches both, and residency still scopes t
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2 as httpx
-import pytest
-import redis
 
-from tests.loopback import GatewayFactory, RunningGateway, Simulator
+from tests.loopback import REDIS_URL, GatewayFactory, RunningGateway, Simulator
 
-REDIS = "redis://127.0.0.1:6379/0"
 CHAT = {"model": "default", "messages": [{"role": "user", "content": "Any anomalies overnight?"}]}
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    name = f"shared-cache-{secrets.token_hex(4)}"
-    yield name
-    client = redis.Redis.from_url(REDIS)
-    keys = list(client.scan_iter(f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def ask(gateway: RunningGateway, **headers: str) -> httpx.Response:
@@ -40,10 +24,10 @@ def ask(gateway: RunningGateway, **headers: str) -> httpx.Response:
 
 
 def test_replicas_share_answers_and_invalidations(
-    prefix: str, start_gateway: GatewayFactory, bedrock_sim: Simulator
+    redis_prefix: str, start_gateway: GatewayFactory, bedrock_sim: Simulator
 ) -> None:
     def shared(data: dict[str, Any]) -> None:
-        data["cache"] = {"enabled": True, "redis_url": REDIS, "redis_prefix": prefix}
+        data["cache"] = {"enabled": True, "redis_url": REDIS_URL, "redis_prefix": redis_prefix}
 
     first, second = start_gateway(shared), start_gateway(shared)
     produced = ask(first)

@@ -157,7 +157,8 @@ class ChatEndpoint:
                 tenant=tenant,
                 max_tokens_limit=gateway.max_output_tokens,
             )
-            chat = await gateway.pseudonymise(chat)
+            if chat.subject is not None:  # no coroutine on the common path
+                chat = await gateway.pseudonymise(chat)
             prepared = gateway.prepare(chat)
             report.prepared(prepared)
             decision_id = prepared.decision_id

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -238,6 +237,3 @@ class ComplianceService:
             "violations_by_set": dict(self.violations),
             "fail_closed": True,
         }
-
-    def policies(self) -> Mapping[str, str]:
-        return self._config.compliance.tenant_residency

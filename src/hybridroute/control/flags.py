@@ -77,12 +77,6 @@ class FlagService:
         self.last_change = data.get("last_change")
         return True
 
-    async def reload(self) -> bool:
-        """Re-read the persisted state (another worker changed it); whether it differed."""
-        before = self._flags.current()
-        await self.load()
-        return self._flags.current() != before
-
     def _apply(self, state: FlagState) -> None:
         for flag in Flag:
             enabled = state.as_mapping()[flag.value]

@@ -273,7 +273,7 @@ class Gateway:
             now=self._clock.monotonic(),
             decision_id=prepared.decision_id,
             budget=prepared.budget,
-            residency=self.residency_for(chat),
+            residency=chat.residency,  # the one it is held to, settled in prepare()
             requested_budget_ms=chat.latency_budget_ms,
             overrides=self.overrides(),
         )
